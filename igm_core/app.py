@@ -1,0 +1,250 @@
+"""``igm_run``: the Hydra front end, the only module that imports Hydra.
+
+``igm_run +experiment=NAME key=value ...`` composes one configuration from
+``igm_core.conf`` (shipped), ``./experiment/NAME.yaml`` and the command
+line, validates it against the core's and every plugin's ``Params``
+dataclass, runs :func:`igm_core.engine.run` and returns the run's objective.
+``igm_run --plugins`` lists the installed plugins.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+import re
+import sys
+import traceback
+from pathlib import Path
+from typing import Any
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from igm_core import data, engine, hardware
+from igm_core.config import CoreParams
+from igm_core.context import RunContext
+from igm_core.errors import ConfigError, IgmError, PluginError
+from igm_core.files import write_json
+from igm_core.observers import format_timings
+from igm_core.plugins import (
+    STAGES,
+    PluginEntry,
+    discover,
+    format_listing,
+    unknown_plugin_message,
+)
+
+log = logging.getLogger("igm")
+OBJECTIVES = ("volume", "area", "volume_change", "volume_change_misfit")
+
+
+# -- configuration schemas -------------------------------------------------
+
+
+def register_configs(found: dict[str, dict[str, PluginEntry]]) -> None:
+    """Store the core schema and each installed plugin's ``Params`` in
+    Hydra's ConfigStore (group = stage, option = plugin name, nested under
+    the name). A plugin that fails to import gets an empty node; selecting
+    it reports the import error when the run starts."""
+    cs = ConfigStore.instance()
+    cs.store(group="core", name="default", node=CoreParams)
+    for stage, entries in found.items():
+        for name, entry in entries.items():
+            try:
+                node: Any = {name: entry.load().Params}
+            except PluginError:
+                node = {name: {}}
+            cs.store(group=stage, name=name, node=node)
+
+
+def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
+                   ) -> dict[str, list[tuple[PluginEntry, Any]]]:
+    """The selected plugins of each stage, in configuration order, with
+    their Params instances."""
+    selection: dict[str, list[tuple[PluginEntry, Any]]] = {}
+    for stage in STAGES:
+        node = cfg.get(stage) or {}
+        chosen = []
+        for name in node:
+            if name not in found[stage]:
+                raise PluginError(unknown_plugin_message(stage, str(name), found[stage]))
+            entry = found[stage][name]
+            params_cls = entry.load().Params
+            params = OmegaConf.to_object(node[name])
+            if not isinstance(params, params_cls):
+                params = params_cls(**params)
+            chosen.append((entry, params))
+        selection[stage] = chosen
+    return selection
+
+
+# -- the job -----------------------------------------------------------------
+
+
+def _setup_logging(core: CoreParams, output_dir: Path) -> None:
+    level = core.logging_level.upper() if isinstance(core.logging_level, str) else core.logging_level
+    try:
+        log.setLevel(level if core.logging else logging.WARNING)
+    except (ValueError, TypeError):
+        raise ConfigError(f"core.logging_level: unknown level {core.logging_level!r} "
+                          "(expected DEBUG, INFO, WARNING or ERROR)") from None
+    if core.logging_file:
+        path = Path(core.logging_file)
+        handler = logging.FileHandler(path if path.is_absolute() else output_dir / path)
+        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        log.addHandler(handler)
+
+
+def objective(core: CoreParams, result: engine.RunResult) -> float:
+    """The number the job returns to Hydra (and its sweepers)."""
+    change = result.volume_km3 - result.volume_start_km3
+    values = {
+        "volume": result.volume_km3,
+        "area": result.area_km2,
+        "volume_change": change,
+        "volume_change_misfit": abs(change - core.objective_target),
+    }
+    if core.objective not in values:
+        raise ConfigError(f"core.objective: unknown objective '{core.objective}' "
+                          f"(expected one of {', '.join(OBJECTIVES)})")
+    return float(values[core.objective])
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Hydra task function: one run in its Hydra output folder.
+
+    Writes ``config_resolved.yaml`` and ``run_summary.json`` there and
+    returns the objective (``core.objective``)."""
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
+    core: CoreParams = OmegaConf.to_object(cfg.core)
+    _setup_logging(core, output_dir)
+    launch_dir = Path(hc.runtime.cwd)
+    data_dir = Path(core.folder_data).expanduser()
+    ctx = RunContext(
+        output_dir=output_dir,
+        launch_dir=launch_dir,
+        data_dir=data_dir if data_dir.is_absolute() else launch_dir / data_dir,
+        job_num=int(hc.job.num) if multirun else 0,
+        multirun=multirun,
+        overrides=tuple(hc.overrides.task),
+    )
+    resolved = OmegaConf.to_yaml(cfg, resolve=True)
+    (output_dir / "config_resolved.yaml").write_text(resolved)
+    if core.print_params:
+        log.info("parameters:\n%s", resolved)
+    result = engine.RunResult()
+    summary: dict[str, Any] = {"job_num": ctx.job_num, "overrides": list(ctx.overrides)}
+    try:
+        hardware.configure(core.hardware)
+        if core.url_data:
+            data.fetch(core.url_data, ctx.data_dir)
+        selection = selection_from(cfg, discover())
+        engine.run(selection, ctx, progress=core.progress, result=result)
+        summary["objective"] = objective(core, result)
+    except BaseException as exc:
+        result.status = "failed"
+        result.error = result.error or (str(exc) if isinstance(exc, IgmError)
+                                        else f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        summary.update(result.as_dict())
+        summary["devices"] = hardware.devices()
+        write_json(output_dir / "run_summary.json", summary)
+        if core.print_comp and result.timings:
+            log.info("time spent per plugin:\n%s", format_timings(result.timings))
+    log.info("run %s in %.1f s: %d steps, ice volume %.4f km3, area %.3f km2",
+             result.status, result.wall_time_s, result.steps, result.volume_km3, result.area_km2)
+    return summary["objective"]
+
+
+_hydra_main = hydra.main(version_base="1.3", config_path="pkg://igm_core.conf",
+                         config_name="config")(run_job)
+
+
+# -- one-line errors -----------------------------------------------------------
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or exc.__context__
+    return seen
+
+
+def _key_hint(err: OmegaConfBaseException) -> str:
+    key = getattr(err, "key", None)
+    obj_type = getattr(err, "object_type", None)
+    fields = list(getattr(obj_type, "__dataclass_fields__", {}) or {})
+    close = difflib.get_close_matches(str(key), fields, n=1) if key is not None else []
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None) -> str:
+    """One line describing a composition or run error for the user."""
+    if isinstance(exc, IgmError):
+        return str(exc)
+    if isinstance(exc, MissingConfigException):
+        group, _, name = str(exc.missing_cfg_file or "").partition("/")
+        if group in STAGES and found is not None:
+            return unknown_plugin_message(group, name, found[group])
+        if group == "experiment":
+            shipped = ", ".join(o for o in exc.options or []) or "none"
+            return (f"experiment file not found: no 'experiment/{name}.yaml' in "
+                    f"{Path.cwd()} (experiments found: {shipped})")
+        return " ".join(str(exc).split("\n")[0].split())
+    if isinstance(exc, (ConfigCompositionException, OmegaConfBaseException)):
+        text = str(exc)
+        source = re.search(r"Error merging '([^']+)'", text)
+        override = re.search(r"Error merging override (\S+)", text) or re.search(
+            r"Could not override '([^']+)'", text)
+        where = (f"in '{source.group(1)}.yaml'" if source else
+                 f"in override '{override.group(1)}'" if override else "in the configuration")
+        for err in _chain(exc):
+            if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
+                msg = str(getattr(err, "msg", "") or err).split("\n")[0].strip()
+                return f"{where}: {msg} (key '{err.full_key}'){_key_hint(err)}"
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        return f"{where}: " + "; ".join(lines[:3])
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+
+
+def _debug_requested(argv: list[str]) -> bool:
+    debug_args = {"core.logging_level=debug", "core.logging_level=10"}
+    return (any(a.lower() in debug_args for a in argv)
+            or os.environ.get("IGM_DEBUG", "") not in ("", "0")
+            or os.environ.get("HYDRA_FULL_ERROR", "") == "1")
+
+
+def main() -> None:
+    """Console script ``igm_run``."""
+    argv = sys.argv[1:]
+    if "--plugins" in argv:
+        try:
+            print(format_listing(discover()))
+        except IgmError as exc:
+            sys.exit(f"igm_run: error: {exc}")
+        return
+    debug = _debug_requested(argv)
+    hardware.quiet_tensorflow(debug)
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    found = None
+    try:
+        found = discover()
+        register_configs(found)
+        _hydra_main()
+    except (SystemExit, KeyboardInterrupt):
+        raise
+    except BaseException as exc:
+        if debug:
+            traceback.print_exc()
+        sys.exit(f"igm_run: error: {explain(exc, found)}")
+

@@ -1,0 +1,238 @@
+"""The State: grid, gridded fields with their metadata, and the clock.
+
+Fields are stored as attributes (``state.thk``), TensorFlow tensors or
+variables in float32 by default. Every field has a :class:`Field` record
+(units, long name) so outputs write CF metadata without each plugin
+repeating it. This module does not import TensorFlow.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from igm_core.errors import ConfigError, FieldError
+
+
+@dataclass(frozen=True)
+class Field:
+    """Metadata of a State field.
+
+    ``units`` follow UDUNITS/CF spelling (``m``, ``m a-1``, ``MPa``);
+    ``dims`` is ``("y", "x")`` for 2-D fields or ``("z", "y", "x")`` for
+    fields on the ice-flow levels.
+    """
+
+    name: str
+    units: str
+    long_name: str
+    standard_name: str | None = None
+    dims: tuple[str, ...] = ("y", "x")
+
+
+def _f(name: str, units: str, long_name: str, standard_name: str | None = None,
+       dims: tuple[str, ...] = ("y", "x")) -> Field:
+    return Field(name, units, long_name, standard_name, dims)
+
+
+_3D = ("z", "y", "x")
+
+KNOWN_FIELDS: dict[str, Field] = {
+    f.name: f
+    for f in (
+        _f("topg", "m", "bedrock elevation", "bedrock_altitude"),
+        _f("thk", "m", "ice thickness", "land_ice_thickness"),
+        _f("usurf", "m", "ice surface elevation", "surface_altitude"),
+        _f("icemask", "1", "mask of the glacier outline (1 = ice allowed)"),
+        _f("smb", "m a-1", "surface mass balance (ice equivalent)",
+           "land_ice_surface_specific_mass_balance"),
+        _f("arrhenius", "MPa-3 a-1", "Glen's flow rate factor A"),
+        _f("slidingco", "MPa a(1/3) m(-1/3)", "Weertman sliding coefficient C"),
+        _f("ubar", "m a-1", "depth-averaged ice velocity, x component"),
+        _f("vbar", "m a-1", "depth-averaged ice velocity, y component"),
+        _f("uvelsurf", "m a-1", "surface ice velocity, x component"),
+        _f("vvelsurf", "m a-1", "surface ice velocity, y component"),
+        _f("wvelsurf", "m a-1", "surface ice velocity, vertical component"),
+        _f("uvelbase", "m a-1", "basal ice velocity, x component"),
+        _f("vvelbase", "m a-1", "basal ice velocity, y component"),
+        _f("velbar_mag", "m a-1", "magnitude of the depth-averaged ice velocity"),
+        _f("velsurf_mag", "m a-1", "magnitude of the surface ice velocity",
+           "land_ice_surface_velocity"),
+        _f("U", "m a-1", "ice velocity, x component, on the vertical levels", dims=_3D),
+        _f("V", "m a-1", "ice velocity, y component, on the vertical levels", dims=_3D),
+        _f("W", "m a-1", "ice velocity, vertical component, on the vertical levels",
+           dims=_3D),
+        _f("divflux", "m a-1", "divergence of the ice flux"),
+    )
+}
+"""Metadata of the fields that several plugins share."""
+
+_CLOCK = ("t", "dt", "it", "t_end", "saveresult")
+_RESERVED = {"grid", "fields", "extras", *_CLOCK}
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A regular grid: cell centres ``x`` (nx,) and ``y`` (ny,) in metres,
+    ascending, square cells of side ``dx`` metres."""
+
+    x: np.ndarray
+    y: np.ndarray
+
+    @property
+    def dx(self) -> float:
+        """Cell size (m)."""
+        return float(self.x[1] - self.x[0]) if self.x.size > 1 else 1.0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(ny, nx)``."""
+        return (int(self.y.size), int(self.x.size))
+
+
+class State:
+    """Grid, fields and clock of one run.
+
+    Clock attributes: ``t`` (yr), ``dt`` (yr), ``it`` (completed steps),
+    ``t_end`` (yr, set by the time process), ``saveresult`` (true when
+    outputs should write). Any other attribute set on the State is a field;
+    its metadata is looked up in :data:`KNOWN_FIELDS` or must be declared
+    with :meth:`declare` first.
+    """
+
+    def __init__(self) -> None:
+        object.__setattr__(self, "grid", None)
+        object.__setattr__(self, "fields", {})
+        object.__setattr__(self, "_meta", {})
+        object.__setattr__(self, "_providers", {})
+        object.__setattr__(self, "extras", {})
+        self.t = math.nan
+        self.dt = 0.0
+        self.it = 0
+        self.t_end: float | None = None
+        self.saveresult = False
+
+    # -- grid -------------------------------------------------------------
+    def set_grid(self, x: Iterable[float], y: Iterable[float]) -> Grid:
+        """Set the grid from cell-centre coordinates (m), ascending and
+        uniform with square cells. Raises ConfigError otherwise."""
+        xa = np.asarray(x, dtype="float64")
+        ya = np.asarray(y, dtype="float64")
+        for name, c in (("x", xa), ("y", ya)):
+            if c.ndim != 1 or c.size < 2:
+                raise ConfigError(f"grid coordinate '{name}' must be 1-D with at least 2 values")
+            d = np.diff(c)
+            if np.any(d <= 0):
+                raise ConfigError(f"grid coordinate '{name}' must be strictly ascending")
+            if not np.allclose(d, d[0], rtol=1e-6, atol=1e-6 * abs(d[0])):
+                raise ConfigError(f"grid coordinate '{name}' is not uniform (spacing from "
+                                  f"{d.min():g} to {d.max():g} m)")
+        if not math.isclose(xa[1] - xa[0], ya[1] - ya[0], rel_tol=1e-6):
+            raise ConfigError(f"grid cells must be square: dx={xa[1] - xa[0]:g} m, "
+                              f"dy={ya[1] - ya[0]:g} m")
+        grid = Grid(xa, ya)
+        object.__setattr__(self, "grid", grid)
+        return grid
+
+    @property
+    def x(self) -> np.ndarray:
+        """Cell-centre x coordinates (m), shape (nx,)."""
+        return self._require_grid().x
+
+    @property
+    def y(self) -> np.ndarray:
+        """Cell-centre y coordinates (m), shape (ny,)."""
+        return self._require_grid().y
+
+    @property
+    def dx(self) -> float:
+        """Cell size (m)."""
+        return self._require_grid().dx
+
+    def _require_grid(self) -> Grid:
+        if self.grid is None:
+            raise FieldError("the State has no grid yet: an input plugin must call "
+                             "state.set_grid(x, y) first")
+        return self.grid
+
+    # -- fields -----------------------------------------------------------
+    def declare(self, field: Field | str, provider: str | None = None) -> Field:
+        """Register a field's metadata (a :class:`Field`, or the name of a
+        field in :data:`KNOWN_FIELDS`); returns the record."""
+        if isinstance(field, str):
+            if field not in KNOWN_FIELDS:
+                raise FieldError(f"field '{field}' has no metadata: declare it with "
+                                 "igm_core.Field(name, units, long_name)")
+            field = KNOWN_FIELDS[field]
+        if field.name in _RESERVED:
+            raise FieldError(f"'{field.name}' is a reserved State attribute, not a field")
+        self._meta[field.name] = field
+        if provider:
+            self._providers.setdefault(field.name, provider)
+        return field
+
+    def set_providers(self, providers: Mapping[str, str]) -> None:
+        """Record which plugin provides each field (for error messages)."""
+        self._providers.update(providers)
+
+    def meta(self, name: str) -> Field:
+        """Metadata of field ``name``."""
+        if name in self._meta:
+            return self._meta[name]
+        if name in KNOWN_FIELDS:
+            return KNOWN_FIELDS[name]
+        return Field(name, "1", name)
+
+    def has(self, name: str) -> bool:
+        """Whether field ``name`` holds a value."""
+        return name in self.fields
+
+    def get(self, name: str, default: Any = None) -> Any:
+        """Field ``name``, or ``default`` when absent."""
+        return self.fields.get(name, default)
+
+    def __getattr__(self, name: str) -> Any:
+        fields = object.__getattribute__(self, "fields")
+        if name in fields:
+            return fields[name]
+        if name.startswith("__"):
+            raise AttributeError(name)
+        providers = object.__getattribute__(self, "_providers")
+        hint = (f"; it is provided by '{providers[name]}', which must come earlier"
+                if name in providers else "; no selected plugin provides it")
+        raise FieldError(f"State field '{name}' is not set{hint}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _CLOCK or name.startswith("_"):
+            object.__setattr__(self, name, value)
+        elif name in _RESERVED:
+            raise FieldError(f"'{name}' is a reserved State attribute")
+        else:
+            self.fields[name] = value
+
+    def __delattr__(self, name: str) -> None:
+        self.fields.pop(name, None)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.fields
+
+    def __repr__(self) -> str:
+        shape = self.grid.shape if self.grid is not None else None
+        return f"State(t={self.t}, it={self.it}, grid={shape}, fields={sorted(self.fields)})"
+
+    # -- derived figures ----------------------------------------------------
+    def ice_volume(self) -> float:
+        """Ice volume (km3) from ``thk``, or NaN without thickness."""
+        if "thk" not in self.fields or self.grid is None:
+            return math.nan
+        return float(np.sum(np.asarray(self.fields["thk"], dtype="float64"))) * self.dx**2 / 1e9
+
+    def ice_area(self, threshold: float = 0.0) -> float:
+        """Ice-covered area (km2): cells with ``thk > threshold`` m."""
+        if "thk" not in self.fields or self.grid is None:
+            return math.nan
+        return float(np.count_nonzero(np.asarray(self.fields["thk"]) > threshold)) * self.dx**2 / 1e6

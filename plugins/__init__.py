@@ -1,0 +1,1 @@
+"""The built-in IGM plugins, registered through entry points like any other."""

@@ -1,0 +1,79 @@
+"""Process ``time``: the model clock.
+
+Sets ``state.t`` (yr), ``state.t_end`` and, every step, ``state.dt`` (yr)
+and ``state.saveresult``. The step obeys the CFL condition
+``dt <= cfl * dx / max|u|`` on the largest ice velocity present (m/yr),
+never exceeds ``step_max``, and lands exactly on every save time
+(``start + k * save``) and on ``end``. The first update (step 0) keeps
+``t = start`` with ``dt = 0`` so that processes and outputs see the
+initial state.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from igm_core import hookimpl
+from igm_core.errors import ConfigError
+
+VELOCITY_FIELDS = ("ubar", "vbar", "U", "V")
+
+
+@dataclass
+class Params:
+    start: float = 2000.0  # start of the simulation (yr)
+    end: float = 2100.0  # end of the simulation (yr)
+    save: float = 10.0  # interval between saved results (yr)
+    cfl: float = 0.3  # CFL number (dimensionless, <= 1)
+    step_max: float = 1.0  # largest time step (yr)
+
+
+def max_speed(state) -> float:
+    """Largest absolute velocity component among the fields present (m/yr)."""
+    speeds = [float(np.max(np.abs(np.asarray(state.get(name)))))
+              for name in VELOCITY_FIELDS if state.has(name)]
+    return max(speeds, default=0.0)
+
+
+def next_save_time(params: Params, t: float) -> float:
+    """The first save time strictly after ``t`` (yr), capped at ``end``."""
+    k = math.floor((t - params.start) / params.save + 1e-9) + 1
+    return min(params.start + k * params.save, params.end)
+
+
+@hookimpl
+def igm_process_initialize(params: Params, state) -> None:
+    if not params.end > params.start:
+        raise ConfigError(f"processes.time.end ({params.end}) must be after "
+                          f"processes.time.start ({params.start})")
+    for key in ("save", "cfl", "step_max"):
+        if not getattr(params, key) > 0:
+            raise ConfigError(f"processes.time.{key} must be positive, got {getattr(params, key)}")
+    state.t = float(params.start)
+    state.t_end = float(params.end)
+    state.dt = 0.0
+    state.saveresult = True
+
+
+@hookimpl
+def igm_process_update(params: Params, state) -> None:
+    if state.it == 0:
+        state.dt = 0.0
+        state.saveresult = True
+        return
+    speed = max_speed(state)
+    dt = params.step_max
+    if speed > 0:
+        dt = min(dt, params.cfl * state.dx / speed)
+    target = next_save_time(params, state.t)
+    if state.t + dt >= target - 1e-9 * max(1.0, abs(target)):
+        state.dt = target - state.t
+        state.t = target
+        state.saveresult = True
+    else:
+        state.dt = dt
+        state.t = state.t + dt
+        state.saveresult = False
