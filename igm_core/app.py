@@ -41,6 +41,7 @@ from igm_core.plugins import (
 )
 
 log = logging.getLogger("igm")
+LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 OBJECTIVES = ("volume", "area", "volume_change", "volume_change_misfit")
 
 
@@ -88,7 +89,8 @@ def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
 
 
 def _setup_logging(core: CoreParams, output_dir: Path) -> None:
-    level = core.logging_level.upper() if isinstance(core.logging_level, str) else core.logging_level
+    level = core.logging_level
+    level = level.upper() if isinstance(level, str) else level
     try:
         log.setLevel(level if core.logging else logging.WARNING)
     except (ValueError, TypeError):
@@ -97,7 +99,7 @@ def _setup_logging(core: CoreParams, output_dir: Path) -> None:
     if core.logging_file:
         path = Path(core.logging_file)
         handler = logging.FileHandler(path if path.is_absolute() else output_dir / path)
-        handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
         log.addHandler(handler)
 
 

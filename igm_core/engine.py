@@ -86,8 +86,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
     state.set_providers(plugins.providers())
     for stage in STAGES:
         for p in plugins.stages[stage]:
-            for f in p.provides():
-                state.declare(f, provider=p.entry.label)
+            state.declare_all(p.provides(), provider=p.entry.label)
 
     def stage_call(stage: str, hook: str, **kwargs: Any) -> None:
         for p in plugins.stages[stage]:

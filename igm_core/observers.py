@@ -17,6 +17,7 @@ from igm_core import hookspecs
 from igm_core.plugins import hookimpl
 
 log = logging.getLogger("igm")
+BAR_FORMAT = "{l_bar}{bar}| {n:.1f}/{total:.1f} yr [{elapsed}<{remaining}{postfix}]"
 
 
 def _timing_wrapper(hook: str) -> Callable[..., Any]:
@@ -101,7 +102,7 @@ class Progress:
             from tqdm import tqdm
 
             self._bar = tqdm(total=span, unit="yr", dynamic_ncols=True, file=sys.stderr,
-                             bar_format="{l_bar}{bar}| {n:.1f}/{total:.1f} yr [{elapsed}<{remaining}{postfix}]")
+                             bar_format=BAR_FORMAT)
 
     def _figures(self, state: Any) -> tuple[float, float, float]:
         elapsed = time.perf_counter() - self._start

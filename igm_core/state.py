@@ -175,6 +175,11 @@ class State:
             self._providers.setdefault(field.name, provider)
         return field
 
+    def declare_all(self, fields: Iterable[Field | str], provider: str | None = None) -> None:
+        """Declare several fields (see :meth:`declare`)."""
+        for f in fields:
+            self.declare(f, provider)
+
     def set_providers(self, providers: Mapping[str, str]) -> None:
         """Record which plugin provides each field (for error messages)."""
         self._providers.update(providers)
@@ -235,4 +240,5 @@ class State:
         """Ice-covered area (km2): cells with ``thk > threshold`` m."""
         if "thk" not in self.fields or self.grid is None:
             return math.nan
-        return float(np.count_nonzero(np.asarray(self.fields["thk"]) > threshold)) * self.dx**2 / 1e6
+        cells = np.count_nonzero(np.asarray(self.fields["thk"]) > threshold)
+        return float(cells) * self.dx**2 / 1e6
