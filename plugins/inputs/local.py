@@ -1,0 +1,234 @@
+"""Input ``local``: the initial State from a netCDF file.
+
+Reads coordinates ``x``, ``y`` (m) and every 2-D field on ``(y, x)``:
+``topg``, ``thk``, ``usurf`` (m), optional ``icemask``, ``arrhenius``,
+``slidingco`` and any other (kept in the State under its own name, with
+the file's units). Missing geometry is derived (``thk = 0``,
+``usurf = topg + thk``, ``topg = usurf - thk``); a descending axis is
+flipped. Optional steps, in this order: crop (``crop.xmin/xmax/ymin/ymax``,
+m), coarsening by block averaging (``coarsening.ratio``, ``boundary`` trim
+or extend), restriction of ice to the mask (``icemask.include``).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from igm_plugins._netcdf import open_dataset, read_array
+
+from igm_core import hookimpl
+from igm_core.errors import ConfigError, DataError
+from igm_core.state import KNOWN_FIELDS, Field
+
+log = logging.getLogger("igm")
+
+KEY = "inputs.local"
+GEOMETRY = ("topg", "thk", "usurf")
+
+
+@dataclass
+class Coarsening:
+    ratio: int = 1  # cells of the file per cell of the model grid, along each axis
+    boundary: str = "trim"  # trim: drop the incomplete last block; extend: pad by the edge
+
+
+@dataclass
+class Crop:
+    xmin: float | None = None  # m; null = the file's own bound
+    xmax: float | None = None  # m
+    ymin: float | None = None  # m
+    ymax: float | None = None  # m
+
+
+@dataclass
+class IceMask:
+    include: bool = False  # set thk = 0 outside icemask > 0.5 (needs variable icemask)
+
+
+@dataclass
+class Params:
+    filename: str = "input.nc"  # run folder, core.folder_data, launch folder, or pkg://
+    coarsening: Coarsening = field(default_factory=Coarsening)
+    crop: Crop = field(default_factory=Crop)
+    icemask: IceMask = field(default_factory=IceMask)
+
+
+provides = GEOMETRY
+
+
+@dataclass
+class Grid2D:
+    """Coordinates (m, ascending) and 2-D fields (float64, (ny, nx))."""
+
+    x: np.ndarray
+    y: np.ndarray
+    fields: dict[str, np.ndarray]
+    meta: dict[str, Field]
+
+
+def read_file(path: Path) -> Grid2D:
+    """Read coordinates and every 2-D field of the netCDF file ``path``;
+    flip descending axes; derive missing geometry; reject NaNs."""
+    ds = open_dataset(path)
+    with ds:
+        for coord in ("x", "y"):
+            if coord not in ds.variables:
+                raise DataError(f"{path}: missing coordinate variable '{coord}'")
+        x = read_array(ds, "x").ravel()
+        y = read_array(ds, "y").ravel()
+        fields: dict[str, np.ndarray] = {}
+        meta: dict[str, Field] = {}
+        for name, var in ds.variables.items():
+            if name in ("x", "y"):
+                continue
+            dims = tuple(var.dimensions)
+            if dims not in (("y", "x"), ("x", "y")):
+                log.debug("%s: variable '%s' on %s is not a 2-D (y, x) field: ignored",
+                          path, name, dims)
+                continue
+            values = read_array(ds, name)
+            fields[name] = values.T if dims == ("x", "y") else values
+            if name not in KNOWN_FIELDS:
+                attrs = {a: str(var.getncattr(a)) for a in var.ncattrs()}
+                meta[name] = Field(name, attrs.get("units", "1"), attrs.get("long_name", name),
+                                   attrs.get("standard_name"))
+    for name, coord in (("x", x), ("y", y)):
+        if not np.all(np.isfinite(coord)):
+            raise DataError(f"{path}: coordinate '{name}' has NaN or missing values")
+        if coord.size < 2:
+            raise DataError(f"{path}: coordinate '{name}' needs at least 2 values")
+    if x[1] < x[0]:
+        x = x[::-1]
+        fields = {k: v[:, ::-1] for k, v in fields.items()}
+    if y[1] < y[0]:
+        y = y[::-1]
+        fields = {k: v[::-1, :] for k, v in fields.items()}
+    for name, values in fields.items():
+        bad = np.count_nonzero(~np.isfinite(values))
+        if bad:
+            raise DataError(f"{path}: variable '{name}' has {bad} NaN or missing values")
+    derive_geometry(fields, path)
+    return Grid2D(x, y, fields, meta)
+
+
+def derive_geometry(fields: dict[str, np.ndarray], path: Path) -> None:
+    """Fill in ``thk`` (0), ``usurf`` (topg + thk) or ``topg`` (usurf -
+    thk) in place; raise DataError when neither topg nor usurf exists."""
+    if "topg" not in fields and "usurf" not in fields:
+        raise DataError(f"{path}: missing variable 'topg' (bedrock elevation, m); "
+                        "give topg, or usurf and thk")
+    if "thk" not in fields:
+        fields["thk"] = (fields["usurf"] - fields["topg"] if "usurf" in fields
+                         and "topg" in fields else np.zeros_like(next(iter(fields.values()))))
+    if "topg" not in fields:
+        fields["topg"] = fields["usurf"] - fields["thk"]
+    fields["thk"] = np.maximum(fields["thk"], 0.0)
+    fields["usurf"] = fields["topg"] + fields["thk"]
+
+
+def crop(grid: Grid2D, params: Crop, path: Path) -> Grid2D:
+    """Keep the cells whose centres lie in the crop window (m); raise
+    ConfigError for a bound outside the domain or an empty window."""
+    half = 0.5 * (grid.x[1] - grid.x[0])
+    slices = []
+    for axis, coord in (("x", grid.x), ("y", grid.y)):
+        lo_key, hi_key = f"{axis}min", f"{axis}max"
+        lo = getattr(params, lo_key)
+        hi = getattr(params, hi_key)
+        lo_dom, hi_dom = coord[0] - half, coord[-1] + half
+        for key, value in ((lo_key, lo), (hi_key, hi)):
+            if value is not None and not lo_dom <= value <= hi_dom:
+                raise ConfigError(f"{KEY}.crop.{key}={value:g} is outside the domain of {path} "
+                                  f"({axis} from {lo_dom:g} to {hi_dom:g} m)")
+        lo = lo_dom if lo is None else lo
+        hi = hi_dom if hi is None else hi
+        keep = np.flatnonzero((coord >= lo) & (coord <= hi))
+        if keep.size < 2:
+            raise ConfigError(f"{KEY}.crop: the window {axis} from {lo:g} to {hi:g} m keeps "
+                              f"{keep.size} cell(s) of {path}; at least 2 are needed")
+        slices.append(slice(keep[0], keep[-1] + 1))
+    sx, sy = slices
+    return Grid2D(grid.x[sx], grid.y[sy], {k: v[sy, sx] for k, v in grid.fields.items()},
+                  grid.meta)
+
+
+def _blocks(values: np.ndarray, ratio: int, extend: bool) -> np.ndarray:
+    """Block average of a 2-D array over ``ratio`` x ``ratio`` cells."""
+    ny, nx = values.shape
+    if extend:
+        pad = ((0, -ny % ratio), (0, -nx % ratio))
+        values = np.pad(values, pad, mode="edge")
+    else:
+        values = values[: ny - ny % ratio, : nx - nx % ratio]
+    ny, nx = values.shape
+    return values.reshape(ny // ratio, ratio, nx // ratio, ratio).mean(axis=(1, 3))
+
+
+def _coarse_coord(coord: np.ndarray, ratio: int, extend: bool) -> np.ndarray:
+    n = coord.size // ratio + (1 if extend and coord.size % ratio else 0)
+    d = coord[1] - coord[0]
+    return coord[0] + d * (ratio - 1) / 2 + d * ratio * np.arange(n)
+
+
+def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
+    """Block-average every field by ``params.ratio``; the mask stays binary
+    (icemask > 0.5 after averaging)."""
+    ratio = params.ratio
+    if ratio < 1:
+        raise ConfigError(f"{KEY}.coarsening.ratio must be a positive integer, got {ratio}")
+    if params.boundary not in ("trim", "extend"):
+        raise ConfigError(f"{KEY}.coarsening.boundary must be 'trim' or 'extend', got "
+                          f"'{params.boundary}'")
+    if ratio == 1:
+        return grid
+    extend = params.boundary == "extend"
+    x = _coarse_coord(grid.x, ratio, extend)
+    y = _coarse_coord(grid.y, ratio, extend)
+    if x.size < 2 or y.size < 2:
+        raise ConfigError(f"{KEY}.coarsening.ratio={ratio} leaves fewer than 2 cells along an "
+                          f"axis of {path} ({grid.x.size} x {grid.y.size} cells)")
+    fields = {k: _blocks(v, ratio, extend) for k, v in grid.fields.items()}
+    if "icemask" in fields:
+        fields["icemask"] = (fields["icemask"] > 0.5).astype("float64")
+    return Grid2D(x, y, fields, grid.meta)
+
+
+def load(params: Params, path: Path) -> Grid2D:
+    """Read, crop, coarsen and mask: the grid the model runs on."""
+    grid = read_file(path)
+    if any(v is not None for v in (params.crop.xmin, params.crop.xmax, params.crop.ymin,
+                                   params.crop.ymax)):
+        grid = crop(grid, params.crop, path)
+    grid = coarsen(grid, params.coarsening, path)
+    if params.icemask.include:
+        if "icemask" not in grid.fields:
+            raise DataError(f"{path}: missing variable 'icemask', needed by "
+                            f"{KEY}.icemask.include=true")
+        fields = grid.fields
+        fields["thk"] = np.where(fields["icemask"] > 0.5, fields["thk"], 0.0)
+        fields["usurf"] = fields["topg"] + fields["thk"]
+    return grid
+
+
+@hookimpl
+def igm_input_initialize(params: Params, state, run) -> None:
+    import tensorflow as tf
+
+    path = run.find_file(params.filename)
+    if path is None:
+        raise DataError(f"{KEY}.filename: input file '{params.filename}' not found in "
+                        f"{run.output_dir}, {run.data_dir} or {run.launch_dir}")
+    grid = load(params, path)
+    try:
+        state.set_grid(grid.x, grid.y)
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}") from exc
+    for name, values in grid.fields.items():
+        if name in grid.meta:
+            state.declare(grid.meta[name], provider=f"input 'local' ({path.name})")
+        setattr(state, name, tf.constant(values, dtype=tf.float32))
+    log.info("input %s: %d x %d cells of %g m, fields %s", path, grid.x.size, grid.y.size,
+             state.dx, ", ".join(sorted(grid.fields)))
