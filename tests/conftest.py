@@ -1,0 +1,103 @@
+"""Shared test helpers: run the installed ``igm_run``, tiny inputs, fake
+plugin distributions."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest_plugins = ["igm_core.testing"]
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+
+
+def igm_run_exe() -> str:
+    """The installed console script (next to the running interpreter)."""
+    exe = Path(sys.executable).with_name("igm_run")
+    return str(exe) if exe.exists() else (shutil.which("igm_run") or "igm_run")
+
+
+def run_igm(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """Run ``igm_run ARGS`` in ``cwd``; returns the completed process."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([igm_run_exe(), *args], cwd=cwd, env=full_env, text=True,
+                          capture_output=True, timeout=timeout)
+
+
+def write_tiny_input(path: Path, nx: int = 14, ny: int = 12, dx: float = 100.0) -> Path:
+    """A small netCDF input: an ice cap (max 120 m) on a bed sloping from
+    2600 m to 2900 m, coordinates x, y (m), fields topg, thk, usurf (m)."""
+    import netCDF4
+
+    x = 1000.0 + dx * np.arange(nx)
+    y = 5000.0 + dx * np.arange(ny)
+    xx, yy = np.meshgrid(x, y)
+    topg = 2600.0 + 300.0 * (xx - x[0]) / (x[-1] - x[0])
+    r2 = ((xx - x.mean()) ** 2 + (yy - y.mean()) ** 2) / (0.35 * nx * dx) ** 2
+    thk = np.where(r2 < 1.0, 120.0 * np.sqrt(np.clip(1.0 - r2, 0.0, 1.0)), 0.0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with netCDF4.Dataset(path, "w") as ds:
+        ds.createDimension("x", nx)
+        ds.createDimension("y", ny)
+        for name, values in (("x", x), ("y", y)):
+            var = ds.createVariable(name, "f8", (name,))
+            var[:] = values
+            var.units = "m"
+        for name, values in (("topg", topg), ("thk", thk), ("usurf", topg + thk)):
+            var = ds.createVariable(name, "f4", ("y", "x"))
+            var[:] = values
+            var.units = "m"
+    return path
+
+
+def write_fake_dist(site: Path, dist: str, version: str, entry_points: dict[str, dict[str, str]],
+                    modules: dict[str, str]) -> Path:
+    """Make an installed-looking distribution under ``site`` (a folder put on
+    PYTHONPATH): a ``*.dist-info`` with METADATA and entry_points.txt, plus
+    module files (dotted name -> source)."""
+    info = site / f"{dist.replace('-', '_')}-{version}.dist-info"
+    info.mkdir(parents=True, exist_ok=True)
+    (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {dist}\nVersion: {version}\n")
+    lines = []
+    for group, eps in entry_points.items():
+        lines.append(f"[{group}]")
+        lines.extend(f"{name} = {value}" for name, value in eps.items())
+    (info / "entry_points.txt").write_text("\n".join(lines) + "\n")
+    for dotted, source in modules.items():
+        path = site.joinpath(*dotted.split(".")).with_suffix(".py")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        for parent in path.relative_to(site).parents:
+            if str(parent) != ".":
+                (site / parent / "__init__.py").touch()
+        path.write_text(textwrap.dedent(source))
+    return site
+
+
+@pytest.fixture
+def tiny_input(tmp_path: Path) -> Path:
+    """Path of a small netCDF input in ``tmp_path``."""
+    return write_tiny_input(tmp_path / "input.nc")
+
+
+@pytest.fixture
+def experiment_dir(tmp_path: Path):
+    """Factory: write ``experiment/NAME.yaml`` under tmp_path (a launch folder)
+    holding a tiny input.nc, and return the folder."""
+    write_tiny_input(tmp_path / "input.nc")
+
+    def make(name: str, text: str) -> Path:
+        exp = tmp_path / "experiment"
+        exp.mkdir(exist_ok=True)
+        (exp / f"{name}.yaml").write_text(textwrap.dedent(text).lstrip())
+        return tmp_path
+
+    return make
