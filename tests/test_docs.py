@@ -82,7 +82,8 @@ def _blocks(page: Path) -> list[Block]:
         prev = next((ln for ln in reversed(lines[:start]) if ln.strip()), "")
         mark = MARK.match(prev)
         kind = mark[1] if mark else None
-        args = shlex.split(mark[2]) if mark else []
+        text = mark[2].strip() if mark else ""
+        args = ([text] if text else []) if kind == "skip" else shlex.split(text)
         out.append(Block(page, start + 1, lang, "\n".join(body) + "\n", kind, args))
     return out
 
@@ -182,7 +183,7 @@ def test_yaml_composes(block: Block, installed_plugins, tmp_path: Path,
 def _env() -> dict[str, str]:
     bindir = str(Path(sys.executable).parent)
     return {**os.environ, "PATH": bindir + os.pathsep + os.environ.get("PATH", ""),
-            "TF_CPP_MIN_LOG_LEVEL": "3"}
+            "TF_CPP_MIN_LOG_LEVEL": "3", "MPLBACKEND": "Agg"}
 
 
 def _execute(block: Block, cwd: Path, timeout: float) -> None:
@@ -208,7 +209,7 @@ def _pages_with(kind: str) -> list[Path]:
 
 def _run_page(page: Path, kinds: set[str], cwd: Path, timeout: float) -> None:
     for block in _blocks(page):
-        if block.lang in CHECKED_LANGS and block.kind in kinds:
+        if block.kind == "file" or (block.lang in CHECKED_LANGS and block.kind in kinds):
             _execute(block, cwd, timeout)
 
 
