@@ -1,0 +1,126 @@
+"""Process ``iceflow``: the 3-D ice velocity from Glen's flow law.
+
+Methods (``method``):
+
+- ``sia``: closed-form shallow-ice deformation plus Weertman sliding.
+- ``solved``: the Blatter-Pattyn velocity, minimiser of the convex energy
+  (viscous dissipation + basal friction + work of gravity), found with
+  TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
+- ``emulated`` (default): a convolutional network trained on the same
+  energy (physics-informed), shipped pretrained and retrained online every
+  ``emulator.retrain_freq`` steps.
+- ``diagnostic``: emulator and solver side by side; logs their relative
+  difference of surface speed and their energies.
+
+Reads ``thk`` and ``usurf`` (m); ``arrhenius`` (MPa^-n/yr, 2-D or 3-D) and
+``slidingco`` (MPa yr^(1/m) m^(-1/m)) when present, else sets them from
+``physics.init_*``. Writes ``U``, ``V`` (Nz, ny, nx) m/yr on the levels
+``zeta`` (0 = bed, 1 = surface) and the 2-D fields ubar, vbar, uvelsurf,
+vvelsurf, uvelbase, vvelbase, velbar_mag, velsurf_mag (m/yr).
+
+``physics.sliding: false`` gives a no-slip bed; ``slidingco`` 0 means free
+slip in the energy methods and no sliding in ``sia``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from igm_core import Field, hookimpl
+
+METHODS = ("emulated", "solved", "sia", "diagnostic")
+OPTIMIZERS = ("adam", "lbfgs")
+ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "tanh", "swish")
+
+
+@dataclass
+class PhysicsParams:
+    exp_glen: float = 3.0  # Glen's exponent n
+    init_arrhenius: float = 78.0  # Glen's A when the input has none (MPa^-n yr^-1)
+    enhancement_factor: float = 1.0  # multiplies A (dimensionless)
+    regu_glen: float = 1e-5  # strain-rate regularisation eps_0 (yr^-1)
+    sliding: bool = True  # False: no-slip bed (basal velocity zero, slidingco unused)
+    init_slidingco: float = 0.0464  # Weertman C when the input has none (MPa yr^(1/m) m^(-1/m))
+    exp_weertman: float = 3.0  # Weertman exponent m
+    regu_weertman: float = 1e-10  # sliding-speed regularisation u_0 (m/yr)
+    ice_density: float = 910.0  # kg m^-3
+    gravity_cst: float = 9.81  # m s^-2
+    thr_ice_thk: float = 0.1  # thinner ice carries no flow (m)
+
+
+@dataclass
+class NumericsParams:
+    Nz: int = 10  # number of vertical levels (>= 2)
+    vert_spacing: float = 4.0  # top layer / bottom layer thickness ratio (1 = uniform)
+    periodic: bool = False  # periodic lateral boundaries (benchmarks such as ISMIP-HOM)
+    mean_slope_x: float = 0.0  # prescribed mean surface slope ds/dx added to grad(usurf) (m/m)
+    mean_slope_y: float = 0.0  # prescribed mean surface slope ds/dy (m/m)
+    jit: bool = True  # compile the energy with XLA
+
+
+@dataclass
+class SolverParams:
+    optimizer: str = "lbfgs"  # adam | lbfgs
+    step_size: float = 1.0  # Adam learning rate / L-BFGS first step (m/yr)
+    nbitmax: int = 300  # most iterations per solve
+    stop_rtol: float = 1e-6  # stop when the energy drops less than this (relative) ...
+    stop_patience: int = 10  # ... over this many iterations
+
+
+@dataclass
+class NetworkParams:
+    nb_layers: int = 8  # hidden convolution layers
+    nb_out_filter: int = 32  # channels of each hidden layer
+    conv_ker_size: int = 3  # kernel size (odd)
+    activation: str = "leaky_relu"  # leaky_relu | relu | elu | gelu | tanh | swish
+
+
+@dataclass
+class EmulatorParams:
+    pretrained: bool = True  # start from the shipped (or `weights`) network
+    weights: str = ""  # network file (.npz) to start from instead of the shipped one
+    retrain_freq: int = 10  # retrain every this many steps (0 = never)
+    nbit: int = 10  # training iterations per retraining
+    nbit_init: int = 0  # training iterations at initialisation
+    lr: float = 2e-4  # Adam learning rate of the training
+    framesizemax: int = 750  # largest frame side (cells) the network sees at once
+    save_model: bool = False  # write the retrained network to the output folder
+    network: NetworkParams = field(default_factory=NetworkParams)
+
+
+@dataclass
+class Params:
+    method: str = "emulated"  # emulated | solved | sia | diagnostic
+    physics: PhysicsParams = field(default_factory=PhysicsParams)
+    numerics: NumericsParams = field(default_factory=NumericsParams)
+    solver: SolverParams = field(default_factory=SolverParams)
+    emulator: EmulatorParams = field(default_factory=EmulatorParams)
+
+
+requires = ("thk", "usurf")
+
+ZETA = Field("zeta", "1", "relative height of the ice-flow levels above the bed", dims=("z",))
+
+provides = ("U", "V", "ubar", "vbar", "uvelsurf", "vvelsurf", "uvelbase", "vvelbase",
+            "velbar_mag", "velsurf_mag", "arrhenius", "slidingco", ZETA)
+
+
+@hookimpl
+def igm_process_initialize(params: Params, state, run) -> None:
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    flow = IceFlow(params, state, run)
+    state.extras["iceflow"] = flow
+    flow.update(state, initial=True)
+
+
+@hookimpl
+def igm_process_update(params: Params, state) -> None:
+    state.extras["iceflow"].update(state)
+
+
+@hookimpl
+def igm_process_finalize(params: Params, state, run) -> None:
+    flow = state.extras.pop("iceflow", None)
+    if flow is not None:
+        flow.finalize(run)

@@ -1,0 +1,157 @@
+"""The iceflow process at run time: validates parameters, keeps the solver
+and emulator state between steps and writes the velocity fields."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import tensorflow as tf
+from igm_plugins.processes.iceflow import ACTIVATIONS, METHODS, OPTIMIZERS, Params
+from igm_plugins.processes.iceflow._physics import (
+    FlowConstants,
+    derived_fields,
+    energy,
+    sia_velocity,
+    vertical_levels,
+)
+from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
+
+from igm_core.errors import ConfigError
+
+log = logging.getLogger(__name__)
+KEY = "processes.iceflow"
+
+
+def check_params(p: Params) -> None:
+    """Raise ConfigError on a parameter outside its allowed values."""
+    choices = (("method", p.method, METHODS), ("solver.optimizer", p.solver.optimizer, OPTIMIZERS),
+               ("emulator.network.activation", p.emulator.network.activation, ACTIVATIONS))
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{KEY}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    positive = (("numerics.vert_spacing", p.numerics.vert_spacing),
+                ("physics.exp_glen", p.physics.exp_glen),
+                ("physics.exp_weertman", p.physics.exp_weertman),
+                ("physics.init_arrhenius", p.physics.init_arrhenius),
+                ("physics.enhancement_factor", p.physics.enhancement_factor),
+                ("solver.step_size", p.solver.step_size), ("solver.nbitmax", p.solver.nbitmax),
+                ("emulator.lr", p.emulator.lr),
+                ("emulator.framesizemax", p.emulator.framesizemax))
+    for key, value in positive:
+        if not value > 0:
+            raise ConfigError(f"{KEY}.{key} must be positive, got {value}")
+    if p.numerics.Nz < 2:
+        raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
+    if p.emulator.network.conv_ker_size % 2 != 1:
+        raise ConfigError(f"{KEY}.emulator.network.conv_ker_size must be odd, got "
+                          f"{p.emulator.network.conv_ker_size}")
+
+
+def constants(p: Params) -> FlowConstants:
+    """The flow constants of the parameters (rho g in MPa/m)."""
+    ph = p.physics
+    return FlowConstants(n=ph.exp_glen, m=ph.exp_weertman, enhancement=ph.enhancement_factor,
+                         regu_glen=ph.regu_glen, regu_weertman=ph.regu_weertman,
+                         rho_g=ph.ice_density * ph.gravity_cst * 1e-6,
+                         thr_ice_thk=ph.thr_ice_thk, sliding=ph.sliding)
+
+
+class IceFlow:
+    """Per-run state of the iceflow process."""
+
+    def __init__(self, params: Params, state, run) -> None:
+        check_params(params)
+        self.p = params
+        self.consts = constants(params)
+        self.zeta_np = vertical_levels(params.numerics.Nz, params.numerics.vert_spacing)
+        self.zeta = tf.constant(self.zeta_np)
+        state.zeta = self.zeta
+        self.slope = tf.constant([params.numerics.mean_slope_x, params.numerics.mean_slope_y],
+                                 dtype=tf.float32)
+        shape = state.grid.shape
+        if not state.has("arrhenius"):
+            state.arrhenius = tf.fill(shape, tf.constant(params.physics.init_arrhenius, tf.float32))
+        if not state.has("slidingco"):
+            state.slidingco = tf.fill(shape, tf.constant(params.physics.init_slidingco,
+                                                         tf.float32))
+        nz = params.numerics.Nz
+        self.X = tf.zeros((2, nz, *shape), tf.float32)
+        self.fg = None
+        self.emulator = None
+        if params.method in ("solved", "diagnostic"):
+            self.fg = make_energy_and_grad(self.consts, self.zeta, self.slope,
+                                           params.numerics.periodic, params.numerics.jit)
+        if params.method in ("emulated", "diagnostic"):
+            from igm_plugins.processes.iceflow._emulator import Emulator
+
+            self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
+        self.history: list[dict[str, float]] = []
+
+    def inputs(self, state) -> tuple[tf.Tensor, ...]:
+        """(thk, usurf, arrhenius, slidingco, dx) as float32 tensors."""
+        f32 = tf.float32
+        return (tf.cast(state.thk, f32), tf.cast(state.usurf, f32),
+                tf.cast(state.arrhenius, f32), tf.cast(state.slidingco, f32),
+                tf.constant(state.dx, f32))
+
+    def energy_of(self, X: tf.Tensor, args: tuple) -> float:
+        """Energy (MPa m/yr per ice node) of the velocity stack X."""
+        return float(energy(X[0], X[1], *args, self.zeta, self.slope, self.consts,
+                            self.p.numerics.periodic))
+
+    def solve(self, args: tuple, X0: tf.Tensor) -> tf.Tensor:
+        """Blatter-Pattyn solve warm-started from X0."""
+        s = self.p.solver
+        X, report = minimise(self.fg, X0, args, s.optimizer, s.step_size, s.nbitmax,
+                             s.stop_rtol, s.stop_patience)
+        log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g", report.iterations,
+                  report.energy_start, report.energy_end)
+        return X
+
+    def update(self, state, initial: bool = False) -> None:
+        """Compute the velocity for the current geometry and write it."""
+        args = self.inputs(state)
+        method = self.p.method
+        ubar = vbar = None
+        if method == "sia":
+            U, V, ubar, vbar = sia_velocity(args[0], args[1], args[2], args[3], float(state.dx),
+                                            self.zeta, tuple(self.slope.numpy()), self.consts,
+                                            self.p.numerics.periodic)
+            X = tf.stack([U, V])
+        elif method == "solved":
+            X = self.solve(args, self.X)
+        elif method == "emulated":
+            X = self.emulator.step(args, state.it, initial)
+        else:
+            X = self.emulator.step(args, state.it, initial)
+            Xs = self.solve(args, self.X if not initial else X)
+            self.log_difference(state, X, Xs, args)
+            self.X = Xs
+        ice = tf.cast(args[0] > self.consts.thr_ice_thk, tf.float32)
+        X = X * ice[None, None]
+        if method != "diagnostic":
+            self.X = X
+        state.U, state.V = X[0], X[1]
+        for name, value in derived_fields(X[0], X[1], self.zeta_np, ubar, vbar).items():
+            setattr(state, name, value)
+
+    def log_difference(self, state, Xe: tf.Tensor, Xs: tf.Tensor, args: tuple) -> None:
+        """Log the emulator-solver difference of surface speed over ice and both
+        energies; kept in ``self.history``."""
+        ice = np.asarray(args[0]) > self.consts.thr_ice_thk
+        se = np.hypot(np.asarray(Xe[0, -1]), np.asarray(Xe[1, -1]))[ice]
+        ss = np.hypot(np.asarray(Xs[0, -1]), np.asarray(Xs[1, -1]))[ice]
+        rel = float(np.linalg.norm(se - ss) / max(np.linalg.norm(ss), 1e-12))
+        row = {"t": float(state.t), "rel_diff_velsurf": rel,
+               "energy_emulated": self.energy_of(Xe, args),
+               "energy_solved": self.energy_of(Xs, args)}
+        self.history.append(row)
+        log.info("iceflow diagnostic t=%g: relative L2 difference of surface speed %.4f, "
+                 "energy emulated %.6g, solved %.6g", row["t"], rel, row["energy_emulated"],
+                 row["energy_solved"])
+
+    def finalize(self, run) -> None:
+        """Save the retrained network when asked."""
+        if self.emulator is not None and self.p.emulator.save_model:
+            self.emulator.save(run.output_dir / "iceflow_emulator.npz")

@@ -1,0 +1,224 @@
+"""Ice-flow physics in TensorFlow: vertical levels, the Blatter-Pattyn energy,
+the closed-form shallow-ice velocities and the derived 2-D velocity fields.
+
+Units: m, yr, MPa. Velocities U, V are (Nz, ny, nx) on the grid nodes and on
+terrain-following levels ``zeta`` (0 = bed, 1 = surface). Strain rates and
+the energy integrand live at cell centres (between four nodes) and layer
+mid-points; on a periodic grid the cells wrap around. The discretisation
+follows the choices listed in ``shared/reference/ice-flow-physics.md``
+(Dukowicz, Price & Lipscomb 2010).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tensorflow as tf
+
+
+def vertical_levels(nz: int, vert_spacing: float) -> np.ndarray:
+    """Relative heights ``zeta`` (nz,) in [0, 1], float32.
+
+    The layer thicknesses grow linearly from the bed to the surface: the top
+    layer is ``vert_spacing`` times thicker than the bottom one (1 gives
+    uniform layers).
+    """
+    if nz < 2:
+        raise ValueError("numerics.Nz must be at least 2")
+    k = np.arange(nz - 1, dtype="float64")
+    widths = 1.0 + (vert_spacing - 1.0) * k / max(nz - 2, 1)
+    zeta = np.concatenate([[0.0], np.cumsum(widths)]) / widths.sum()
+    return zeta.astype("float32")
+
+
+@dataclass(frozen=True)
+class FlowConstants:
+    """Physical constants of the flow (Python floats, m/yr/MPa units)."""
+
+    n: float = 3.0  # Glen exponent
+    m: float = 3.0  # Weertman exponent
+    enhancement: float = 1.0  # enhancement factor E
+    regu_glen: float = 1e-5  # strain-rate regularisation eps_0 (yr^-1)
+    regu_weertman: float = 1e-10  # sliding-speed regularisation u_0 (m/yr)
+    rho_g: float = 910.0 * 9.81e-6  # rho g (MPa/m)
+    thr_ice_thk: float = 0.1  # ice thinner than this carries no flow (m)
+    sliding: bool = True  # False: no-slip bed, the basal velocity is zero
+
+
+# -- staggering --------------------------------------------------------------
+
+def _wrap(f: tf.Tensor, periodic: bool) -> tf.Tensor:
+    """Append the first row and column at the end on a periodic grid."""
+    if not periodic:
+        return f
+    f = tf.concat([f, f[..., :1, :]], axis=-2)
+    return tf.concat([f, f[..., :, :1]], axis=-1)
+
+
+def _avg4(f: tf.Tensor) -> tf.Tensor:
+    """Mean of the four nodes around each cell: (..., ny-1, nx-1)."""
+    return 0.25 * (f[..., :-1, :-1] + f[..., :-1, 1:] + f[..., 1:, :-1] + f[..., 1:, 1:])
+
+
+def _ddx(f: tf.Tensor, dx: tf.Tensor) -> tf.Tensor:
+    """x-derivative at cell centres (per metre)."""
+    return (f[..., :-1, 1:] - f[..., :-1, :-1] + f[..., 1:, 1:] - f[..., 1:, :-1]) / (2.0 * dx)
+
+
+def _ddy(f: tf.Tensor, dx: tf.Tensor) -> tf.Tensor:
+    """y-derivative at cell centres (per metre)."""
+    return (f[..., 1:, :-1] - f[..., :-1, :-1] + f[..., 1:, 1:] - f[..., :-1, 1:]) / (2.0 * dx)
+
+
+def node_gradient(f: tf.Tensor, dx: float, periodic: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Centred gradient (df/dx, df/dy) of a 2-D field on the nodes (per metre):
+    one-sided at the edges of a non-periodic grid, wrapped on a periodic one."""
+    if periodic:
+        gx = (tf.roll(f, -1, axis=-1) - tf.roll(f, 1, axis=-1)) / (2.0 * dx)
+        gy = (tf.roll(f, -1, axis=-2) - tf.roll(f, 1, axis=-2)) / (2.0 * dx)
+        return gx, gy
+
+    def along(g: tf.Tensor, axis: int) -> tf.Tensor:
+        n = g.shape[axis]
+        first = tf.gather(g, [1], axis=axis) - tf.gather(g, [0], axis=axis)
+        last = tf.gather(g, [n - 1], axis=axis) - tf.gather(g, [n - 2], axis=axis)
+        mid = (tf.gather(g, tf.range(2, n), axis=axis)
+               - tf.gather(g, tf.range(0, n - 2), axis=axis)) / 2.0
+        return tf.concat([first, mid, last], axis=axis) / dx
+
+    return along(f, -1), along(f, -2)
+
+
+# -- the energy ----------------------------------------------------------------
+
+def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
+           arrhenius: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
+           zeta: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
+           periodic: bool) -> tf.Tensor:
+    """Blatter-Pattyn energy J(U, V) per ice node (MPa m/yr, scalar).
+
+    ``U``, ``V``: (Nz, ny, nx) m/yr (zero where ``thk <= thr_ice_thk``
+    is imposed here); ``thk``, ``usurf``: (ny, nx) m; ``arrhenius``:
+    (ny, nx) or (Nz, ny, nx) MPa^-n/yr; ``slidingco``: (ny, nx)
+    MPa yr^(1/m) m^(-1/m); ``dx`` (m); ``zeta`` (Nz,); ``slope`` (2,): a
+    mean surface slope (ds/dx, ds/dy) added to the gradient of ``usurf``
+    (for periodic benchmarks whose surface is an inclined plane). Also
+    works with a leading batch axis on every field (B, ...).
+    """
+    n, m = c.n, c.m
+    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
+    keep = ice[..., None, :, :]
+    if not c.sliding:
+        keep = keep * tf.reshape(tf.cast(tf.range(tf.shape(zeta)[0]) > 0, U.dtype),
+                                 (-1, 1, 1))
+    U = U * keep
+    V = V * keep
+    Hn = thk * ice
+    bed = usurf - thk
+    Hw = _wrap(Hn, periodic)
+    Hc = _avg4(Hw)[..., None, :, :]
+    dsdx = _ddx(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[0]
+    dsdy = _ddy(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[1]
+    dbdx = _ddx(_wrap(bed, periodic), dx)[..., None, :, :] + slope[0]
+    dbdy = _ddy(_wrap(bed, periodic), dx)[..., None, :, :] + slope[1]
+
+    dz = zeta[1:] - zeta[:-1]
+    dzc = dz[:, None, None]
+    zmid = (0.5 * (zeta[1:] + zeta[:-1]))[:, None, None]
+    Uw, Vw = _wrap(U, periodic), _wrap(V, periodic)
+    Um = 0.5 * (Uw[..., 1:, :, :] + Uw[..., :-1, :, :])
+    Vm = 0.5 * (Vw[..., 1:, :, :] + Vw[..., :-1, :, :])
+    Hsafe = tf.maximum(Hc, c.thr_ice_thk)
+    dUdz = _avg4(Uw[..., 1:, :, :] - Uw[..., :-1, :, :]) / dzc / Hsafe
+    dVdz = _avg4(Vw[..., 1:, :, :] - Vw[..., :-1, :, :]) / dzc / Hsafe
+    dzdx = (1.0 - zmid) * dbdx + zmid * dsdx
+    dzdy = (1.0 - zmid) * dbdy + zmid * dsdy
+    exx = _ddx(Um, dx) - dzdx * dUdz
+    eyy = _ddy(Vm, dx) - dzdy * dVdz
+    exy = 0.5 * (_ddy(Um, dx) - dzdy * dUdz + _ddx(Vm, dx) - dzdx * dVdz)
+    eff2 = (exx**2 + eyy**2 + exx * eyy + exy**2 + 0.25 * dUdz**2 + 0.25 * dVdz**2
+            + c.regu_glen**2)
+    A = arrhenius
+    if A.shape.rank == thk.shape.rank:
+        Ac = _avg4(_wrap(A, periodic))[..., None, :, :]
+    else:
+        Aw = _wrap(A, periodic)
+        Ac = _avg4(0.5 * (Aw[..., 1:, :, :] + Aw[..., :-1, :, :]))
+    B = (c.enhancement * Ac) ** (-1.0 / n)
+    visc = (2.0 * n / (n + 1.0)) * B * eff2 ** ((n + 1.0) / (2.0 * n))
+    grav = c.rho_g * (_avg4(Um) * dsdx + _avg4(Vm) * dsdy)
+    column = tf.reduce_sum(Hc * dzc * (visc + grav), axis=[-3, -2, -1])
+    base = 0.0
+    if c.sliding:
+        ub2 = U[..., 0, :, :] ** 2 + V[..., 0, :, :] ** 2 + c.regu_weertman**2
+        fric = (m / (m + 1.0)) * slidingco * ub2 ** ((m + 1.0) / (2.0 * m)) * ice
+        base = tf.reduce_sum(fric, axis=[-2, -1])
+    count = tf.maximum(tf.reduce_sum(ice, axis=[-2, -1]), 1.0)
+    return tf.reduce_mean((column + base) / count)
+
+
+# -- shallow ice ---------------------------------------------------------------
+
+def sia_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
+                 slidingco: tf.Tensor, dx: float, zeta: tf.Tensor,
+                 slope: tuple[float, float], c: FlowConstants,
+                 periodic: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Closed-form shallow-ice velocities: U, V (Nz, ny, nx) and the exact
+    depth means ubar, vbar (ny, nx), all in m/yr.
+
+    Deformation ``-2A/(n+1) (rho g)^n H^(n+1) (1 - (1-zeta)^(n+1))
+    |grad s|^(n-1) grad s`` (depth mean: factor (n+1)/(n+2) on the surface
+    value) plus Weertman sliding of speed ``(rho g H |grad s| / C)^m`` along
+    ``-grad s``, with ``grad s`` from centred differences on the nodes. A
+    3-D ``arrhenius`` enters through its depth mean. Zero where
+    ``thk <= thr_ice_thk``; no sliding where ``C <= 0`` or without sliding.
+    """
+    n, m = c.n, c.m
+    A = arrhenius if arrhenius.shape.rank == 2 else tf.reduce_mean(arrhenius, axis=0)
+    A = c.enhancement * A
+    ice = tf.cast(thk > c.thr_ice_thk, tf.float32)
+    H = thk * ice
+    gx, gy = node_gradient(usurf, dx, periodic)
+    gx, gy = gx + slope[0], gy + slope[1]
+    grad = tf.sqrt(gx**2 + gy**2)
+    deform = 2.0 * A / (n + 1.0) * c.rho_g**n * H ** (n + 1.0) * grad ** (n - 1.0) * ice
+    taub = c.rho_g * H * grad
+    safe_c = tf.where(slidingco > 0, slidingco, 1.0)
+    speed_b = tf.where(slidingco > 0, (taub / safe_c) ** m, 0.0) * float(c.sliding)
+    base = tf.math.divide_no_nan(speed_b, grad) * ice
+    shape = (1.0 - (1.0 - zeta[:, None, None]) ** (n + 1.0))
+    coef = base[None] + deform[None] * shape
+    coef_bar = base + deform * (n + 1.0) / (n + 2.0)
+    return -coef * gx[None], -coef * gy[None], -coef_bar * gx, -coef_bar * gy
+
+
+# -- derived fields -----------------------------------------------------------
+
+def layer_weights(zeta: np.ndarray) -> np.ndarray:
+    """Weights (Nz,) of the trapezoidal depth average on the levels."""
+    dz = np.diff(zeta)
+    w = np.zeros_like(zeta)
+    w[:-1] += 0.5 * dz
+    w[1:] += 0.5 * dz
+    return w.astype("float32")
+
+
+def derived_fields(U: tf.Tensor, V: tf.Tensor, zeta: np.ndarray,
+                   ubar: tf.Tensor | None = None,
+                   vbar: tf.Tensor | None = None) -> dict[str, tf.Tensor]:
+    """The 2-D velocity fields (m/yr) from U, V (Nz, ny, nx); the depth means
+    are the trapezoidal ones unless given."""
+    w = tf.constant(layer_weights(zeta))[:, None, None]
+    ubar = tf.reduce_sum(w * U, axis=0) if ubar is None else ubar
+    vbar = tf.reduce_sum(w * V, axis=0) if vbar is None else vbar
+    return {
+        "ubar": ubar,
+        "vbar": vbar,
+        "uvelsurf": U[-1],
+        "vvelsurf": V[-1],
+        "uvelbase": U[0],
+        "vvelbase": V[0],
+        "velbar_mag": tf.sqrt(ubar**2 + vbar**2),
+        "velsurf_mag": tf.sqrt(U[-1] ** 2 + V[-1] ** 2),
+    }

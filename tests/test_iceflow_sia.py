@@ -1,0 +1,101 @@
+"""iceflow `sia`: closed-form shallow-ice velocities against exact values,
+the declared fields, and parameter errors."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import igm_plugins.processes.iceflow as iceflow
+import numpy as np
+import pytest
+
+from igm_core.errors import ConfigError
+from igm_core.testing import ProcessContract, check_declared_fields, make_state, run_process
+
+RHO_G = 910.0 * 9.81e-6  # MPa/m
+
+
+def sia_params(**physics) -> iceflow.Params:
+    p = iceflow.Params(method="sia")
+    for key, value in physics.items():
+        setattr(p.physics, key, value)
+    return p
+
+
+class TestContract(ProcessContract):
+    plugin = iceflow
+    state_kwargs: ClassVar[dict] = {"thk": 100.0, "topg": 1000.0}
+
+    def test_declared_fields_are_written(self, tmp_path) -> None:
+        state = make_state(thk=100.0, topg=1000.0)
+        run_process(iceflow, state, params=sia_params(), steps=2, output_dir=tmp_path)
+        check_declared_fields(iceflow, state)
+        assert state.U.shape == (10, 16, 20)
+        assert state.meta("zeta").dims == ("z",)
+
+
+def test_ismip_hom_a_geometry_matches_the_sia_formula(tmp_path) -> None:
+    """NOTES.md §4: on the ISMIP-HOM A geometry, u_s(x=0.75L, y=0.25L) =
+    A/2 (rho g tan a)^3 H^4 = 119.69 m/yr (A = 100, H = 1500 m), any L."""
+    L, n = 40_000.0, 40
+    dx = L / n
+    x = dx * np.arange(n)
+    xx, yy = np.meshgrid(x, x)
+    w = 2 * np.pi / L
+    thk = 1000.0 - 500.0 * np.sin(w * xx) * np.sin(w * yy)  # H = s - b
+    p = sia_params(init_arrhenius=100.0, sliding=False)
+    p.numerics.periodic = True
+    p.numerics.mean_slope_x = -np.tan(np.radians(0.5))
+    state = make_state(nx=n, ny=n, dx=dx, thk=thk, usurf=0.0)
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    j, i = int(0.25 * n), int(0.75 * n)
+    assert thk[j, i] == pytest.approx(1500.0)
+    assert float(state.uvelsurf[j, i]) == pytest.approx(119.69, rel=0.01)
+    assert float(state.vvelsurf[j, i]) == pytest.approx(0.0, abs=1e-3)
+
+
+def test_slab_profile_sliding_and_depth_mean(tmp_path) -> None:
+    """Uniform slab: u(zeta) = u_b + 2A/(n+1)(rho g a)^n (H^(n+1) - (H(1-zeta))^(n+1)),
+    C u_b^(1/3) = rho g H a, and ubar = u_b + (n+1)/(n+2) (u_s - u_b)."""
+    H, a, A, C = 400.0, 0.04, 78.0, 0.0464
+    p = sia_params(init_arrhenius=A, init_slidingco=C)
+    p.numerics.periodic = True
+    p.numerics.mean_slope_x = -a
+    state = make_state(nx=6, ny=5, dx=500.0, thk=H, usurf=0.0)
+    run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
+    zeta = np.asarray(state.zeta)
+    ub = (RHO_G * H * a / C) ** 3
+    exact = ub + 0.5 * A * (RHO_G * a) ** 3 * (H**4 - (H * (1 - zeta)) ** 4)
+    np.testing.assert_allclose(np.asarray(state.U)[:, 2, 3], exact, rtol=1e-4)
+    assert float(state.ubar[2, 3]) == pytest.approx(ub + 0.8 * (exact[-1] - ub), rel=1e-4)
+    assert float(state.velsurf_mag[2, 3]) == pytest.approx(exact[-1], rel=1e-4)
+    assert float(state.uvelbase[2, 3]) == pytest.approx(ub, rel=1e-4)
+    assert np.allclose(np.asarray(state.V), 0.0, atol=1e-6)
+
+
+def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
+    thk = np.zeros((12, 14), "float32")
+    thk[3:9, 4:10] = 150.0
+    state = make_state(nx=14, ny=12, dx=100.0, thk=thk, topg=np.linspace(0, 300, 14)[None])
+    run_process(iceflow, state, params=sia_params(), steps=1, output_dir=tmp_path)
+    assert np.all(np.asarray(state.U)[:, thk == 0] == 0.0)
+    assert float(np.max(np.asarray(state.velsurf_mag))) > 1.0
+    assert np.allclose(np.asarray(state.arrhenius), 78.0)
+    assert np.allclose(np.asarray(state.slidingco), 0.0464)
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("method", "magic", "processes.iceflow.method must be one of"),
+    ("numerics.Nz", 1, "processes.iceflow.numerics.Nz must be at least 2"),
+    ("solver.optimizer", "sgd", "processes.iceflow.solver.optimizer must be one of"),
+])
+def test_bad_parameters_name_the_key(tmp_path, key, value, message) -> None:
+    p = iceflow.Params(method="sia")
+    target = p
+    *parents, leaf = key.split(".")
+    for part in parents:
+        target = getattr(target, part)
+    setattr(target, leaf, value)
+    with pytest.raises(ConfigError, match=message):
+        run_process(iceflow, make_state(thk=100.0, topg=0.0), params=p, steps=0,
+                    output_dir=tmp_path)
