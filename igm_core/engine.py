@@ -19,6 +19,7 @@ from igm_core.context import RunContext
 from igm_core.errors import IgmError, PluginError, PluginRuntimeError
 from igm_core.observers import Progress, Timer
 from igm_core.plugins import STAGES, LoadedPlugin, PluginEntry, PluginSet
+from igm_core.quiet import start_tensorflow
 from igm_core.state import State
 
 log = logging.getLogger("igm")
@@ -50,7 +51,7 @@ class RunResult:
 
 def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs: Any) -> None:
     try:
-        call(plugin, hook, **kwargs)
+        call(plugin, hook, state=state, **kwargs)
     except IgmError:
         raise
     except Exception as exc:
@@ -73,6 +74,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
     """
     wall_start = time.perf_counter()
     result = result if result is not None else RunResult()
+    start_tensorflow(quiet=not log.isEnabledFor(logging.DEBUG))
     timer = Timer()
     plugins = PluginSet(selection, observers=[timer, Progress(progress, ctx.multirun), *observers])
     plugins.check_fields()
@@ -90,7 +92,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
 
     def stage_call(stage: str, hook: str, **kwargs: Any) -> None:
         for p in plugins.stages[stage]:
-            _guarded(p, hook, state, plugins.call, state=state, **kwargs)
+            _guarded(p, hook, state, plugins.call, **kwargs)
 
     status = "failed"
     try:

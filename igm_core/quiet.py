@@ -1,0 +1,48 @@
+"""Start TensorFlow without its start-up chatter.
+
+TensorFlow 2.20+ logs through absl before its logging is initialised, so
+``TF_CPP_MIN_LOG_LEVEL`` does not silence the oneDNN and CUDA-driver lines it
+prints when it loads and when it first lists devices. Those lines are
+written straight to file descriptor 2; :func:`start_tensorflow` sends that
+descriptor to /dev/null while TensorFlow loads and initialises its devices,
+then restores it. Later messages go through TensorFlow's Python logger,
+set to errors only.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from contextlib import contextmanager
+from typing import Iterator
+
+
+@contextmanager
+def muted_stderr() -> Iterator[None]:
+    """Send file descriptor 2 (C and Python stderr) to /dev/null."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+def start_tensorflow(quiet: bool = True) -> None:
+    """Import TensorFlow and initialise its devices; silently unless
+    ``quiet`` is false (debug logging). Does nothing once TensorFlow runs."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if quiet else "0")
+    if not quiet:
+        import tensorflow  # noqa: F401
+        return
+    with muted_stderr():
+        import tensorflow as tf
+
+        tf.config.list_logical_devices()
+    tf.get_logger().setLevel(logging.ERROR)
