@@ -1,15 +1,59 @@
-"""Devices and threads, set before TensorFlow is imported."""
+"""Devices and threads for one run, set before TensorFlow starts.
+
+``core.hardware.visible_gpus`` pins a run to GPUs: a list of indices into
+the GPUs this process may use (those of ``CUDA_VISIBLE_DEVICES`` when it is
+set, e.g. by SLURM, else every GPU of the machine), ``[]`` for CPU only,
+``auto`` for one GPU per job round-robin by job number, ``null`` to leave the
+environment as it is. A machine without GPUs falls back to the CPU with a
+log line.
+
+TensorFlow reads its devices and thread counts once per process. A job that
+lands in a process whose TensorFlow already started with other devices (a
+reused joblib worker, or the basic launcher's single process) is therefore
+run in a fresh child process (:func:`run_engine`), so the pinning holds.
+"""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
+from collections.abc import Mapping
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
 
 from igm_core.config import HardwareParams
 from igm_core.errors import ConfigError
 
 log = logging.getLogger("igm")
+
+_CVD = "CUDA_VISIBLE_DEVICES"
+# CUDA_VISIBLE_DEVICES as this process found it (before any job pinned a GPU).
+_INHERITED_CVD = os.environ.get(_CVD)
+# What the first TensorFlow-using job of this process set (GPU list string,
+# intra-op threads): TensorFlow keeps it for the life of the process.
+_process_setting: tuple[str | None, int] | None = None
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where one job runs: ``cuda_visible`` is the CUDA_VISIBLE_DEVICES value
+    to set ("" or "-1" hide every GPU; None leaves it as inherited),
+    ``threads`` the TensorFlow intra-op threads (0: TensorFlow's default),
+    ``fresh_process`` whether the job must run in a child process."""
+
+    cuda_visible: str | None
+    threads: int
+    fresh_process: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The record kept in run_summary.json."""
+        return {"cuda_visible_devices": self.cuda_visible, "threads": self.threads,
+                "fresh_process": self.fresh_process}
 
 
 def quiet_tensorflow(debug: bool) -> None:
@@ -17,31 +61,94 @@ def quiet_tensorflow(debug: bool) -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
 
 
-def gpu_list(hw: HardwareParams) -> list[int] | None:
-    """The GPU indices asked for, or None for "leave as is" / "auto"."""
+def available_gpus() -> list[str]:
+    """GPU identifiers this process may use, without starting TensorFlow:
+    the entries of the inherited CUDA_VISIBLE_DEVICES, else one per GPU the
+    NVIDIA driver lists in /proc (an empty list on CPU-only machines)."""
+    if _INHERITED_CVD is not None:
+        return [g.strip() for g in _INHERITED_CVD.split(",")
+                if g.strip() and not g.strip().startswith("-")]
+    driver = Path("/proc/driver/nvidia/gpus")
+    count = len(list(driver.iterdir())) if driver.is_dir() else 0
+    return [str(i) for i in range(count)]
+
+
+def gpu_list(hw: HardwareParams, job_num: int = 0, gpus: list[str] | None = None
+             ) -> list[str] | None:
+    """The GPU identifiers a job should see, or None to leave the
+    environment as it is. ``auto`` gives job ``job_num`` one GPU,
+    round-robin; an empty result means CPU only."""
     value = hw.visible_gpus
-    if value is None or value == "auto":
+    if value is None:
         return None
-    if isinstance(value, int):
-        return [value]
+    gpus = available_gpus() if gpus is None else gpus
+    if value == "auto":
+        if not gpus:
+            log.info("core.hardware.visible_gpus=auto: no GPU found, running on the CPU")
+            return []
+        return [gpus[job_num % len(gpus)]]
     try:
-        return [int(v) for v in value]
+        wanted = [int(value)] if isinstance(value, int) else [int(v) for v in value]
     except (TypeError, ValueError):
         raise ConfigError("core.hardware.visible_gpus must be a list of GPU indices, [] or "
                           f"'auto', got {value!r}") from None
+    if wanted and not gpus:
+        log.warning("core.hardware.visible_gpus=%s: no GPU on this machine, running on the CPU",
+                    wanted)
+        return []
+    bad = [i for i in wanted if not 0 <= i < len(gpus)]
+    if bad:
+        raise ConfigError(f"core.hardware.visible_gpus: GPU index {bad[0]} asked for, but this "
+                          f"process sees {len(gpus)} GPU(s) (indices 0 to {len(gpus) - 1})")
+    return [gpus[i] for i in wanted]
 
 
-def configure(hw: HardwareParams) -> None:
-    """Apply ``core.hardware`` to the environment (CUDA_VISIBLE_DEVICES,
-    thread counts) before TensorFlow starts."""
-    gpus = gpu_list(hw)
-    if gpus is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(g) for g in gpus) or "-1"
-        if "tensorflow" in sys.modules:
-            log.warning("TensorFlow was already started in this process: "
-                        "core.hardware.visible_gpus may not apply")
+def thread_share(hw: HardwareParams, launcher: Mapping[str, Any] | None) -> int:
+    """TensorFlow intra-op threads for one job: ``core.hardware.threads``
+    when positive; in a joblib sweep the cores divided by the parallel jobs
+    (``n_jobs``, joblib's negative values counted from the core count); under
+    submitit the job's ``cpus_per_task``; else 0 (TensorFlow's default)."""
     if hw.threads > 0:
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(hw.threads)
+        return int(hw.threads)
+    launcher = launcher or {}
+    target = str(launcher.get("_target_", ""))
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    if "joblib" in target.lower():
+        n_jobs = int(launcher.get("n_jobs") or -1)
+        parallel = n_jobs if n_jobs > 0 else max(1, cpus + 1 + n_jobs)
+        return max(1, cpus // parallel)
+    if launcher.get("cpus_per_task"):
+        return int(launcher["cpus_per_task"])
+    return 0
+
+
+def configure(hw: HardwareParams, job_num: int = 0,
+              launcher: Mapping[str, Any] | None = None) -> Placement:
+    """Decide where a job runs and, unless it needs a fresh process, apply
+    it to this process's environment (CUDA_VISIBLE_DEVICES,
+    TF_NUM_INTRAOP_THREADS) before TensorFlow starts."""
+    global _process_setting
+    gpus = gpu_list(hw, job_num)
+    cvd = _INHERITED_CVD if gpus is None else (",".join(gpus) or "-1")
+    placement = Placement(cvd, thread_share(hw, launcher))
+    wanted = (placement.cuda_visible, placement.threads)
+    if "tensorflow" in sys.modules and _process_setting not in (None, wanted):
+        log.info("TensorFlow already started in this process with CUDA_VISIBLE_DEVICES=%s "
+                 "and %s threads: running this job in a fresh process", *_process_setting)
+        return replace(placement, fresh_process=True)
+    _apply(placement)
+    _process_setting = wanted
+    return placement
+
+
+def _apply(placement: Placement) -> None:
+    if placement.cuda_visible is None:
+        os.environ.pop(_CVD, None)
+    else:
+        os.environ[_CVD] = placement.cuda_visible
+    if placement.threads > 0:
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(placement.threads)
         os.environ["TF_NUM_INTEROP_THREADS"] = "1"
 
 
@@ -52,3 +159,51 @@ def devices() -> list[str]:
     import tensorflow as tf
 
     return [d.name for d in tf.config.get_visible_devices()]
+
+
+def process_info() -> dict[str, Any]:
+    """Host name and process id (recorded in run_summary.json)."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def run_engine(selection: Any, ctx: Any, progress: str, result: Any,
+               placement: Placement) -> dict[str, Any]:
+    """Run :func:`igm_core.engine.run` in this process, or in a fresh child
+    process when ``placement.fresh_process``; fill ``result`` (a RunResult)
+    in place and return the devices and process the run used. Re-raises the
+    run's error (a fresh process's as a PluginRuntimeError line)."""
+    from igm_core import engine
+
+    if not placement.fresh_process:
+        engine.run(selection, ctx, progress=progress, result=result)
+        return {"devices": devices(), **process_info()}
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        child_result, info, error = pool.submit(
+            _child_run, selection, ctx, progress, placement, log.level).result()
+    result.__dict__.update(child_result.__dict__)
+    if error is not None:
+        from igm_core.errors import PluginRuntimeError
+
+        raise PluginRuntimeError(error)
+    return info
+
+
+def _child_run(selection: Any, ctx: Any, progress: str, placement: Placement,
+               level: int) -> tuple[Any, dict[str, Any], str | None]:
+    """Body of a fresh process: pin, log into the job's folder, run."""
+    global _process_setting
+    _apply(placement)
+    _process_setting = (placement.cuda_visible, placement.threads)
+    from igm_core import engine
+
+    handler = logging.FileHandler(Path(ctx.output_dir) / "igm.log")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
+    log.addHandler(handler)
+    log.setLevel(level)
+    result = engine.RunResult()
+    error = None
+    try:
+        engine.run(selection, ctx, progress=progress, result=result)
+    except Exception as exc:
+        error = result.error or f"{type(exc).__name__}: {exc}"
+    return result, {"devices": devices(), **process_info()}, error
