@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import sys
+import time
 import traceback
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,12 @@ import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException
+from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from igm_core import data, engine, hardware
+from igm_core import data, engine, hardware, sweep
 from igm_core.config import CoreParams
 from igm_core.context import RunContext
 from igm_core.errors import ConfigError, IgmError, PluginError
@@ -143,13 +145,17 @@ def run_job(cfg: DictConfig) -> float:
     if core.print_params:
         log.info("parameters:\n%s", resolved)
     result = engine.RunResult()
-    summary: dict[str, Any] = {"job_num": ctx.job_num, "overrides": list(ctx.overrides)}
+    summary: dict[str, Any] = {"job_num": ctx.job_num, "overrides": list(ctx.overrides),
+                               "status": "running", "started_at": time.time(),
+                               **hardware.process_info()}
+    write_json(output_dir / "run_summary.json", summary)  # a killed job stays "running"
     try:
-        hardware.configure(core.hardware)
+        placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
+        summary.update(placement.as_dict())
         if core.url_data:
             data.fetch(core.url_data, ctx.data_dir)
         selection = selection_from(cfg, discover())
-        engine.run(selection, ctx, progress=core.progress, result=result)
+        summary.update(hardware.run_engine(selection, ctx, core.progress, result, placement))
         summary["objective"] = objective(core, result)
     except BaseException as exc:
         result.status = "failed"
@@ -158,13 +164,26 @@ def run_job(cfg: DictConfig) -> float:
         raise
     finally:
         summary.update(result.as_dict())
-        summary["devices"] = hardware.devices()
+        summary.setdefault("devices", hardware.devices())
+        summary["ended_at"] = time.time()
         write_json(output_dir / "run_summary.json", summary)
         if core.print_comp and result.timings:
             log.info("time spent per plugin:\n%s", format_timings(result.timings))
     log.info("run %s in %.1f s: %d steps, ice volume %.4f km3, area %.3f km2",
              result.status, result.wall_time_s, result.steps, result.volume_km3, result.area_km2)
     return summary["objective"]
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks`` in conf/config.yaml): writes
+    ``summary.csv`` and ``summary.png`` in the sweep folder when a multirun
+    ends; ``main`` does it for a sweep that stopped on a failed job."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep.start(str(config.hydra.sweep.dir))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep.finish_pending()
 
 
 _hydra_main = hydra.main(version_base="1.3", config_path="pkg://igm_core.conf",
@@ -235,6 +254,14 @@ def main() -> None:
         except IgmError as exc:
             sys.exit(f"igm_run: error: {exc}")
         return
+    if "--summary" in argv:
+        folders = argv[argv.index("--summary") + 1:] or ["."]
+        try:
+            for folder in folders:
+                print(sweep.report(folder, sweep.summarize(folder)))
+        except IgmError as exc:
+            sys.exit(f"igm_run: error: {exc}")
+        return
     debug = _debug_requested(argv)
     hardware.quiet_tensorflow(debug)
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -249,4 +276,6 @@ def main() -> None:
         if debug:
             traceback.print_exc()
         sys.exit(f"igm_run: error: {explain(exc, found)}")
+    finally:
+        sweep.finish_pending()
 
