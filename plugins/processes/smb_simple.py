@@ -1,0 +1,130 @@
+"""Process ``smb_simple``: a surface mass balance from the ELA and two
+vertical gradients.
+
+With ``z`` the ice surface elevation ``usurf`` (m) and the parameters of
+the current time (linear interpolation in a table, held constant before the
+first and after the last row)::
+
+    smb = gradabl * (z - ela)                  where z < ela  (ablation)
+    smb = min(gradacc * (z - ela), accmax)     where z >= ela (accumulation)
+
+in m ice equivalent per year. The table is ``array`` (a header row naming
+the columns ``time, gradabl, gradacc, ela, accmax`` in any order, then rows
+of numbers, as in the IGM documentation) or a text ``file`` of the same
+table (whitespace or comma separated; the file wins when both are given).
+The field is recomputed every ``update_freq`` years.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from igm_core import hookimpl
+from igm_core.errors import ConfigError, DataError
+
+KEY = "processes.smb_simple"
+COLUMNS = ("time", "gradabl", "gradacc", "ela", "accmax")
+
+
+def _default_array() -> list[Any]:
+    return [list(COLUMNS), [1900, 0.009, 0.005, 2800, 2.0], [2000, 0.009, 0.005, 2900, 2.0]]
+
+
+@dataclass
+class Params:
+    # Header row, then rows: time (yr), gradabl (m/yr per m, ice eq.),
+    # gradacc (m/yr per m), ela (m a.s.l.), accmax (m/yr, ice eq.)
+    array: list[Any] = field(default_factory=_default_array)
+    file: str = ""  # text table with the same header; overrides `array` when set
+    update_freq: float = 1.0  # years between recomputations of smb
+
+
+requires = ("usurf",)
+provides = ("smb",)
+
+
+def parse_table(rows: list[Any], where: str) -> dict[str, np.ndarray]:
+    """Columns of a parameter table (header row + numeric rows) as float64
+    arrays sorted by strictly increasing ``time``; raise ConfigError naming
+    ``where`` otherwise."""
+    if len(rows) < 2:
+        raise ConfigError(f"{where}: needs a header row ({', '.join(COLUMNS)}) and at least "
+                          "one row of values")
+    header = [str(h).strip() for h in rows[0]]
+    missing = [c for c in COLUMNS if c not in header]
+    if missing:
+        raise ConfigError(f"{where}: header {header} lacks column(s) {', '.join(missing)}; "
+                          f"expected {', '.join(COLUMNS)}")
+    try:
+        values = np.array([[float(v) for v in row] for row in rows[1:]], dtype="float64")
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}: rows must hold numbers only ({exc})") from None
+    if values.ndim != 2 or values.shape[1] != len(header):
+        raise ConfigError(f"{where}: every row needs {len(header)} values, like the header")
+    table = {c: values[:, header.index(c)] for c in COLUMNS}
+    if np.any(np.diff(table["time"]) <= 0):
+        raise ConfigError(f"{where}: times must be strictly increasing, got "
+                          f"{table['time'].tolist()}")
+    if not np.all(np.isfinite(values)):
+        raise ConfigError(f"{where}: values must be finite")
+    return table
+
+
+def read_table_file(path: Path) -> list[list[str]]:
+    """Rows of a whitespace- or comma-separated text table (``#`` comments
+    and blank lines skipped)."""
+    rows = []
+    for line in path.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            rows.append([v for v in re.split(r"[,\s]+", line) if v])
+    return rows
+
+
+def parameters_at(table: dict[str, np.ndarray], t: float) -> dict[str, float]:
+    """The table's parameters at time ``t`` (yr), linearly interpolated."""
+    return {c: float(np.interp(t, table["time"], table[c])) for c in COLUMNS[1:]}
+
+
+def mass_balance(usurf: Any, gradabl: float, gradacc: float, ela: float, accmax: float) -> Any:
+    """SMB (m ice eq./yr) on the surface elevation ``usurf`` (m), any shape."""
+    import tensorflow as tf
+
+    dz = usurf - ela
+    return tf.where(dz < 0, gradabl * dz, tf.minimum(gradacc * dz, accmax))
+
+
+@hookimpl
+def igm_process_initialize(params: Params, state, run) -> None:
+    if not params.update_freq >= 0:
+        raise ConfigError(f"{KEY}.update_freq must be >= 0 years, got {params.update_freq}")
+    if params.file:
+        path = run.find_file(params.file)
+        if path is None:
+            raise DataError(f"{KEY}.file: '{params.file}' not found in {run.output_dir}, "
+                            f"{run.data_dir} or {run.launch_dir}")
+        table = parse_table(read_table_file(path), str(path))
+    else:
+        table = parse_table(list(params.array), f"{KEY}.array")
+    state.extras["smb_simple"] = {"table": table, "t_last": None}
+    update(state)
+
+
+def update(state) -> None:
+    """Recompute ``state.smb`` from ``state.usurf`` at ``state.t``."""
+    memory = state.extras["smb_simple"]
+    p = parameters_at(memory["table"], float(state.t))
+    state.smb = mass_balance(state.usurf, **p)
+    memory["t_last"] = float(state.t)
+
+
+@hookimpl
+def igm_process_update(params: Params, state) -> None:
+    t_last = state.extras["smb_simple"]["t_last"]
+    if t_last is None or float(state.t) - t_last >= params.update_freq - 1e-9:
+        update(state)

@@ -1,0 +1,90 @@
+"""smb_simple: the formula, linear interpolation in time, update frequency,
+tables from a file, and one clear line for a bad table."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import numpy as np
+import pytest
+from igm_plugins.processes import smb_simple
+
+from igm_core.errors import ConfigError, DataError
+from igm_core.testing import ProcessContract, make_state, run_process
+
+HEADER = ["time", "gradabl", "gradacc", "ela", "accmax"]
+
+
+class TestContract(ProcessContract):
+    plugin = smb_simple
+    state_kwargs: ClassVar[dict[str, float]] = {"thk": 100.0, "topg": 2800.0}
+
+
+def expected(z, gradabl, gradacc, ela, accmax):
+    z = np.asarray(z, dtype="float64")
+    return np.where(z < ela, gradabl * (z - ela), np.minimum(gradacc * (z - ela), accmax))
+
+
+def elevation_state(t=0.0):
+    z = np.linspace(2000.0, 4000.0, 30).reshape(3, 10)
+    return make_state(nx=10, ny=3, t=t, topg=z, thk=0.0), z
+
+
+def test_formula_below_and_above_the_ela_with_cap(tmp_path):
+    state, z = elevation_state()
+    params = smb_simple.Params(array=[HEADER, [0, 0.009, 0.005, 3000, 2.0]])
+    run_process(smb_simple, state, params, steps=0, output_dir=tmp_path)
+    smb = state.smb.numpy()
+    np.testing.assert_allclose(smb, expected(z, 0.009, 0.005, 3000, 2.0), rtol=1e-5, atol=1e-5)
+    assert smb.min() == pytest.approx(-9.0, rel=1e-6)  # 2000 m: 0.009 * -1000
+    assert smb.max() == pytest.approx(2.0)  # capped at accmax above 3400 m
+
+
+def test_parameters_are_interpolated_linearly_in_time(tmp_path):
+    table = [HEADER, [1900, 0.009, 0.005, 2800, 2.0], [2000, 0.007, 0.003, 3000, 1.0]]
+    params = smb_simple.Params(array=table, update_freq=0.0)
+    state, z = elevation_state(t=1900.0)
+    run_process(smb_simple, state, params, steps=3, dt=25.0, output_dir=tmp_path)  # t = 1975
+    np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.0075, 0.0035, 2950, 1.25),
+                               rtol=1e-5, atol=1e-5)
+    run_process(smb_simple, state, params, steps=1, dt=100.0, output_dir=tmp_path)  # 2075
+    np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.007, 0.003, 3000, 1.0),
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_recomputed_only_every_update_freq_years(tmp_path):
+    table = [HEADER, [0, 0.01, 0.01, 3000, 5.0], [100, 0.01, 0.01, 3100, 5.0]]
+    params = smb_simple.Params(array=table, update_freq=10.0)
+    state, z = elevation_state()
+    # updates at t = 0 (initialize) and t = 10; the steps at 2, 4, 6, 8 and 12 keep the field
+    run_process(smb_simple, state, params, steps=6, dt=2.0, output_dir=tmp_path)
+    np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.01, 0.01, 3010, 5.0), atol=1e-4)
+
+
+def test_table_from_a_file(tmp_path):
+    (tmp_path / "smb.txt").write_text(
+        "# my climate\nela, time, gradabl, gradacc, accmax\n3100, 0, 0.008, 0.004, 1.5\n")
+    state, z = elevation_state()
+    run_process(smb_simple, state, smb_simple.Params(file="smb.txt"), steps=1,
+                output_dir=tmp_path)
+    np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.008, 0.004, 3100, 1.5),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("params, error, message", [
+    (smb_simple.Params(array=[["time", "ela"], [0, 1]]), ConfigError,
+     "processes.smb_simple.array: header ['time', 'ela'] lacks column(s) gradabl, gradacc"),
+    (smb_simple.Params(array=[HEADER, [10, 0, 0, 0, 0], [5, 0, 0, 0, 0]]), ConfigError,
+     "processes.smb_simple.array: times must be strictly increasing"),
+    (smb_simple.Params(array=[HEADER, [10, 0, "x", 0, 0]]), ConfigError,
+     "processes.smb_simple.array: rows must hold numbers only"),
+    (smb_simple.Params(array=[HEADER]), ConfigError,
+     "processes.smb_simple.array: needs a header row"),
+    (smb_simple.Params(file="missing.txt"), DataError,
+     "processes.smb_simple.file: 'missing.txt' not found"),
+])
+def test_bad_tables(tmp_path, params, error, message):
+    state, _ = elevation_state()
+    with pytest.raises(error) as info:
+        run_process(smb_simple, state, params, steps=0, output_dir=tmp_path)
+    assert message in str(info.value)
