@@ -26,6 +26,7 @@ import logging
 import re
 import textwrap
 import tokenize
+import types
 import typing
 from typing import Any, NamedTuple
 
@@ -33,8 +34,11 @@ log = logging.getLogger("mkdocs.plugins.igm_reference")
 
 PAGE = "reference/parameters.md"
 MARKER = re.compile(r"<!--\s*igm:params\s+([\w.\-]+)\s*-->")
-_UNITS = re.compile(r"^(?P<help>.*?)\s*\((?P<units>[^(),;:]{1,30})\)\s*\.?$")
-_NOT_UNITS = {"or", "and", "e.g.", "i.e.", "default", "see", "if", "when", "target"}
+_UNIT_BASES = {
+    "m", "km", "km2", "km3", "m2", "m3", "cm", "mm", "yr", "a", "d", "s", "kg", "g", "W", "J",
+    "K", "MPa", "kPa", "Pa", "degC", "dimensionless", "1", "ice", "eq", "eq.", "w.e.", "%",
+}
+_EXPONENT = re.compile(r"\^?\([^()]*\)|\^-?[\w/]+")
 
 
 class Row(NamedTuple):
@@ -78,15 +82,35 @@ def _comments(cls: type) -> dict[str, str]:
     return out
 
 
+def is_units(text: str) -> bool:
+    """Whether ``text`` reads as units: ``m``, ``m/yr``, ``MPa^-3 yr^-1``,
+    ``MPa yr^(1/m) m^(-1/m)``, ``W m-2``, ``m ice eq./yr``."""
+    tokens = text.split()
+    if not 0 < len(tokens) <= 6:
+        return False
+    for token in tokens:
+        for part in _EXPONENT.sub("", token).split("/"):
+            if re.sub(r"-?\d+$", "", part) not in _UNIT_BASES and part != "1":
+                return False
+    return True
+
+
 def split_units(text: str) -> tuple[str, str]:
-    """Split ``"end of the run (yr)"`` into ``("end of the run", "yr")``; a
-    trailing parenthesis that does not look like units stays in the help."""
-    match = _UNITS.match(text)
-    if match:
-        words = match["units"].split()
-        if (len(words) <= 4 and not _NOT_UNITS & {w.lower() for w in words}
-                and not set(match["units"]) & set("|=<>'\"")):
-            return match["help"].rstrip(" ,;:"), match["units"].strip()
+    """Split a field's comment into (help, units): ``"end of the run (yr)"``
+    gives ``("end of the run", "yr")``, ``"m; null = none"`` gives
+    ``("null = none", "m")``; text without units is all help."""
+    text = text.strip()
+    if text.endswith(")"):
+        depth = 0
+        for i in range(len(text) - 1, -1, -1):
+            depth += {")": 1, "(": -1}.get(text[i], 0)
+            if depth == 0:
+                if is_units(text[i + 1:-1]):
+                    return text[:i].rstrip(" ,;:"), text[i + 1:-1].strip()
+                break
+    head, _, rest = text.partition(";")
+    if is_units(head):
+        return rest.strip(), head.strip()
     return text, ""
 
 
@@ -101,7 +125,7 @@ def _type_name(tp: Any) -> str:
     if tp is typing.Any:
         return "Any"
     origin = typing.get_origin(tp)
-    if origin is typing.Union:
+    if origin is typing.Union or origin is types.UnionType:
         args = typing.get_args(tp)
         inner = [_type_name(a) for a in args if a is not type(None)]
         text = " | ".join(inner)
@@ -146,13 +170,12 @@ def rows(cls: type, prefix: str = "") -> list[Row]:
         key = f"{prefix}{f.name}"
         tp = hints.get(f.name, f.type)
         value = _default(f)
-        if dataclasses.is_dataclass(value) or (isinstance(tp, type) and dataclasses.is_dataclass(tp)):
-            nested = value if dataclasses.is_dataclass(value) else tp
+        nested = type(value) if dataclasses.is_dataclass(value) else tp
+        if isinstance(nested, type) and dataclasses.is_dataclass(nested):
             help_text, units = split_units(notes.get(f.name, ""))
             if help_text:
-                out.append(Row(key, _type_name(type(nested) if not isinstance(nested, type)
-                                               else nested), "(group)", units, help_text))
-            out.extend(rows(type(nested) if not isinstance(nested, type) else nested, key + "."))
+                out.append(Row(key, nested.__name__, "(group)", units, help_text))
+            out.extend(rows(nested, key + "."))
             continue
         help_text, units = split_units(notes.get(f.name, ""))
         out.append(Row(key, _type_name(tp), _show(value), units, help_text))
@@ -189,7 +212,7 @@ def anchor(target: str) -> str:
 
 def _first_line(obj: Any) -> str:
     doc = inspect.getdoc(obj) or ""
-    return doc.strip().split("\n\n")[0].replace("\n", " ")
+    return doc.strip().split("\n\n")[0].replace("\n", " ").replace("``", "`")
 
 
 def _targets() -> dict[str, tuple[type, str, str]]:
