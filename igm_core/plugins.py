@@ -110,8 +110,8 @@ def unknown_plugin_message(stage: str, name: str, installed: Iterable[str]) -> s
     """One line for a plugin name that is not installed, with suggestions."""
     names = sorted(installed)
     close = difflib.get_close_matches(name, names, n=1)
-    hint = f"; did you mean '{close[0]}'?" if close else ""
-    return (f"unknown {SINGULAR[stage]} plugin '{name}'{hint} installed {stage}: "
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return (f"unknown {SINGULAR[stage]} plugin '{name}'{hint}; installed {stage}: "
             f"{', '.join(names) or 'none'}")
 
 

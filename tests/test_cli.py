@@ -111,7 +111,7 @@ def test_list_override_selects_plugins_in_its_order(experiment_dir, tmp_path):
 def test_unknown_plugin_suggests_and_lists(experiment_dir):
     cwd = experiment_dir("params", BASIC)
     line = one_line_error(run_igm(["+experiment=params", "processes=[tmie]"], cwd))
-    assert "unknown process plugin 'tmie'; did you mean 'time'? installed processes:" in line
+    assert "unknown process plugin 'tmie' (did you mean 'time'?); installed processes:" in line
 
 
 def test_misspelled_key_in_experiment_file_names_file_and_key(experiment_dir):

@@ -232,7 +232,7 @@ def test_same_name_in_two_stages_is_fine():
 
 def test_unknown_plugin_message_suggests_and_lists():
     msg = unknown_plugin_message("processes", "tmie", ["time", "thk", "iceflow"])
-    assert msg == ("unknown process plugin 'tmie'; did you mean 'time'? installed processes: "
+    assert msg == ("unknown process plugin 'tmie' (did you mean 'time'?); installed processes: "
                    "iceflow, thk, time")
 
 
