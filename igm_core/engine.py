@@ -29,7 +29,8 @@ log = logging.getLogger("igm")
 class RunResult:
     """What a run did: status, wall time (s), steps, simulated span (yr),
     ice volume (km3) and area (km2) at start and end, the volume series at
-    save times, per-plugin timings, and the error line when it failed."""
+    save times, per-plugin timings, the plugins with their distributions,
+    and the error line when it failed."""
 
     status: str = "running"
     wall_time_s: float = 0.0
@@ -42,6 +43,7 @@ class RunResult:
     series: dict[str, list[float]] = field(
         default_factory=lambda: {"t": [], "volume_km3": [], "area_km2": []})
     timings: list[dict[str, Any]] = field(default_factory=list)
+    plugins: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
@@ -84,6 +86,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
     if not plugins.stages["processes"]:
         raise PluginError("no process selected: list at least 'time' in processes")
     ctx = dataclasses.replace(ctx, plugins=plugins.infos)
+    result.plugins = [dataclasses.asdict(info) for info in ctx.plugins]
     state = State()
     state.set_providers(plugins.providers())
     for stage in STAGES:

@@ -1,0 +1,77 @@
+"""The third-party route: a separate package with an ``igm.processes`` entry
+point, installed with pip, selected by name, run with its own defaults and
+overridable keys."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from importlib.metadata import PackageNotFoundError, distribution
+
+import netCDF4
+import numpy as np
+import pytest
+from conftest import ROOT, run_igm
+
+SECONDS_PER_YEAR = 31556926.0
+
+EXPERIMENT = """
+# @package _global_
+defaults:
+  - override /inputs: [local]
+  - override /processes: [time, geothermal_melt]
+  - override /outputs: []
+processes:
+  time:
+    start: 0.0
+    end: 3.0
+    save: 1.0
+"""
+
+
+@pytest.fixture(scope="module")
+def plugin_env(tmp_path_factory) -> dict[str, str]:
+    """Environment in which igm-example is installed: the tox env where it was
+    pip-installed, else a pip ``--target`` folder put on PYTHONPATH."""
+    try:
+        distribution("igm-example")
+        return {}
+    except PackageNotFoundError:
+        site = tmp_path_factory.mktemp("site")
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                        "--target", str(site), str(ROOT / "tests" / "example_plugin")],
+                       check=True)
+        return {"PYTHONPATH": str(site)}
+
+
+def expected_volume_change(input_nc, heat_flux: float, years: float) -> float:
+    """km3 melted: each ice cell loses min(H, m * years)."""
+    rate = heat_flux * SECONDS_PER_YEAR / (910.0 * 3.34e5)
+    with netCDF4.Dataset(input_nc) as ds:
+        thk = np.asarray(ds["thk"][:], dtype="float64")
+        dx = float(ds["x"][1] - ds["x"][0])
+    return -float(np.sum(np.minimum(thk, rate * years))) * dx**2 / 1e9
+
+
+def test_listed_as_installed(plugin_env, tmp_path):
+    proc = run_igm(["--plugins"], tmp_path, env=plugin_env)
+    rows = {" ".join(ln.split()) for ln in proc.stdout.splitlines()}
+    assert any(r.startswith("geothermal_melt igm-example 0.1.0") for r in rows), proc.stdout
+
+
+@pytest.mark.parametrize("heat_flux", [None, 0.5])
+def test_runs_with_own_defaults_and_overrides(plugin_env, experiment_dir, heat_flux):
+    cwd = experiment_dir("melt", EXPERIMENT)
+    args = ["+experiment=melt", "core.objective=volume_change"]
+    if heat_flux is not None:
+        args.append(f"processes.geothermal_melt.heat_flux={heat_flux}")
+    proc = run_igm(args, cwd, env=plugin_env)
+    assert proc.returncode == 0, proc.stderr
+    (summary_file,) = (cwd / "outputs").glob("*/*/run_summary.json")
+    summary = json.loads(summary_file.read_text())
+    expected = expected_volume_change(cwd / "input.nc", heat_flux or 0.065, 3.0)
+    # float32 thickness of ~100 m resolves a mm-scale melt to ~1e-3 relative
+    assert summary["objective"] == pytest.approx(expected, rel=5e-3)
+    assert any(p["name"] == "geothermal_melt" and p["distribution"] == "igm-example"
+               for p in summary["plugins"])
