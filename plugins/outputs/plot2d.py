@@ -1,0 +1,184 @@
+"""Output ``plot2d``: a map of one field at every save time.
+
+One PNG per save time (``plot2d/<var>_<year>.png`` in the run folder) of
+``var`` over the ice (``thk > 0``; bed and surface fields everywhere) on the
+bed elevation in grey, in real coordinates (km), with a colour bar scaled
+from 0 (or the field's minimum when negative) to ``var_max``, the year in
+the title and the particles as dots when a process provides them. At the
+end the frames become an animation (``animation: gif`` or ``mp4``, which
+needs ffmpeg and falls back to GIF). ``live: true`` also updates a window
+during the run; without a display it warns once and goes on without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from igm_core import hookimpl
+from igm_core.errors import ConfigError
+from igm_core.files import atomic_path
+
+log = logging.getLogger("igm")
+
+KEY = "outputs.plot2d"
+EVERYWHERE = ("topg", "usurf")  # fields drawn outside the ice too
+NON_INTERACTIVE = ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template")
+ANIMATIONS = ("gif", "mp4", "none")
+
+
+@dataclass
+class Params:
+    var: str = "velbar_mag"  # field to draw
+    var_max: float = 250.0  # upper end of the colour scale (units of var)
+    live: bool = False  # also show the map in a window during the run
+    animation: str = "gif"  # gif, mp4 (needs ffmpeg) or none
+    folder: str = "plot2d"  # sub-folder of the run folder for the frames
+    cmap: str = "viridis"  # matplotlib colour map
+    dpi: int = 100  # resolution of the PNG frames
+
+
+@dataclass
+class Plotter:
+    """What one run's plot output keeps between saves."""
+
+    folder: Path
+    frames: list[Path] = field(default_factory=list)
+    live: Any = None  # the pyplot figure of the live window, if any
+
+
+def draw(fig: Any, params: Params, state) -> None:
+    """Draw ``params.var`` at ``state.t`` on the matplotlib figure ``fig``."""
+    fig.clear()
+    ax = fig.add_subplot()
+    km = 1e-3
+    dx = state.dx * km
+    extent = (state.x[0] * km - dx / 2, state.x[-1] * km + dx / 2,
+              state.y[0] * km - dx / 2, state.y[-1] * km + dx / 2)
+    if state.has("topg"):
+        ax.imshow(np.asarray(state.topg), origin="lower", extent=extent, cmap="Greys_r",
+                  interpolation="nearest")
+    values = np.asarray(state.get(params.var), dtype="float64")
+    if params.var not in EVERYWHERE and state.has("thk"):
+        values = np.where(np.asarray(state.thk) > 0, values, np.nan)
+    low = min(0.0, float(np.nanmin(values))) if np.isfinite(values).any() else 0.0
+    image = ax.imshow(values, origin="lower", extent=extent, cmap=params.cmap, vmin=low,
+                      vmax=params.var_max, interpolation="nearest")
+    meta = state.meta(params.var)
+    fig.colorbar(image, ax=ax, label=f"{meta.long_name} ({meta.units})")
+    particles = state.get("particles")
+    if particles and len(particles.get("x", ())) > 0:
+        ax.scatter(np.asarray(particles["x"]) * km, np.asarray(particles["y"]) * km, s=1.5,
+                   c="k", linewidths=0)
+    ax.set_xlabel("x (km)")
+    ax.set_ylabel("y (km)")
+    ax.set_title(f"{params.var}, year {float(state.t):g}")
+    ax.set_aspect("equal")
+
+
+def open_live_window() -> Any:
+    """A pyplot figure in an interactive window, or None (with one warning)
+    when matplotlib has no interactive backend (no display)."""
+    import matplotlib.pyplot as plt
+
+    if plt.get_backend().lower() in NON_INTERACTIVE:
+        log.warning("%s.live: no display (matplotlib backend '%s'); maps are saved as PNG "
+                    "files only", KEY, plt.get_backend())
+        return None
+    plt.ion()
+    return plt.figure(figsize=(8, 6))
+
+
+def save_frame(params: Params, state, folder: Path) -> Path:
+    """Render one PNG (atomically) and return its path."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(8, 6))
+    FigureCanvasAgg(fig)
+    draw(fig, params, state)
+    path = folder / f"{params.var}_{float(state.t):g}.png"
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=params.dpi)
+    return path
+
+
+def make_animation(frames: list[Path], path: Path, kind: str) -> Path:
+    """Assemble PNG frames into ``path`` with suffix .gif or .mp4 (ffmpeg;
+    GIF when ffmpeg is missing); returns the file written."""
+    from PIL import Image
+
+    if kind == "mp4":
+        from matplotlib import animation
+
+        if animation.writers.is_available("ffmpeg"):
+            return _mp4(frames, path.with_suffix(".mp4"))
+        log.warning("%s.animation: ffmpeg not found, writing a GIF instead", KEY)
+    images = [Image.open(p).convert("RGB") for p in frames]
+    target = path.with_suffix(".gif")
+    with atomic_path(target) as tmp:
+        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:],
+                       duration=500, loop=0)
+    return target
+
+
+def _mp4(frames: list[Path], target: Path) -> Path:
+    import matplotlib.image as mpimg
+    from matplotlib import animation
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    first = mpimg.imread(frames[0])
+    fig = Figure(figsize=(first.shape[1] / 100, first.shape[0] / 100), dpi=100)
+    FigureCanvasAgg(fig)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.axis("off")
+    image = ax.imshow(first)
+    writer = animation.FFMpegWriter(fps=2)
+    with atomic_path(target) as tmp:
+        with writer.saving(fig, str(tmp), dpi=100):
+            for frame in frames:
+                image.set_data(mpimg.imread(frame))
+                writer.grab_frame()
+    return target
+
+
+@hookimpl
+def igm_output_initialize(params: Params, state, run) -> None:
+    if params.animation not in ANIMATIONS:
+        raise ConfigError(f"{KEY}.animation must be one of {', '.join(ANIMATIONS)}, got "
+                          f"'{params.animation}'")
+    if not state.has(params.var):
+        shape = state.grid.shape
+        fields = sorted(n for n, v in state.fields.items() if np.shape(v) == shape)
+        raise ConfigError(f"{KEY}.var: no 2-D field '{params.var}' in this run; available: "
+                          f"{', '.join(fields)}")
+    plotter = Plotter(folder=Path(run.output_dir) / params.folder)
+    if params.live:
+        plotter.live = open_live_window()
+    state.extras[KEY] = plotter
+
+
+@hookimpl
+def igm_output_update(params: Params, state) -> None:
+    if not state.saveresult:
+        return
+    plotter: Plotter = state.extras[KEY]
+    plotter.frames.append(save_frame(params, state, plotter.folder))
+    if plotter.live is not None:
+        import matplotlib.pyplot as plt
+
+        draw(plotter.live, params, state)
+        plt.pause(0.001)
+
+
+@hookimpl
+def igm_output_finalize(params: Params, state) -> None:
+    plotter: Plotter = state.extras[KEY]
+    if params.animation != "none" and plotter.frames:
+        path = make_animation(plotter.frames, plotter.folder / params.var, params.animation)
+        log.info("%s: %d frames and the animation %s", KEY, len(plotter.frames), path)

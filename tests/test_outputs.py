@@ -1,0 +1,205 @@
+"""outputs.local and plot2d: files that xarray opens with the right
+variables and units, time series, particles, atomic writes (a process killed
+mid-write), PNG frames and the animation."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+import pytest
+import xarray as xr
+from igm_plugins.outputs import local, plot2d
+
+from igm_core.context import PluginInfo
+from igm_core.errors import ConfigError
+from igm_core.state import Field
+from igm_core.testing import load_plugin, make_state, run_context
+
+NX, NY = 12, 9
+
+
+def glacier_state():
+    xx, yy = np.meshgrid(np.arange(NX), np.arange(NY))
+    thk = np.clip(100.0 - 3.0 * ((xx - 6) ** 2 + (yy - 4) ** 2), 0.0, None)
+    vel = 0.5 * thk
+    u3 = np.stack([0.2 * vel, 0.6 * vel, vel])
+    state = make_state(nx=NX, ny=NY, dx=50.0, t=1900.0, topg=2500.0 + 10.0 * xx, thk=thk,
+                       smb=1.0 - 0.2 * xx, velbar_mag=vel, velsurf_mag=1.2 * vel,
+                       uvelsurf=1.2 * vel, vvelsurf=0.0 * vel, U=u3)
+    state.zeta = np.array([0.0, 0.5, 1.0], dtype="float32")
+    return state
+
+
+def drive(module, params, state, tmp_path, times=(1900.0, 1905.0, 1910.0), plugins=()):
+    """Initialize the output, save at each time (thk thinned by 1 m each
+    time), finalize; returns the run context."""
+    registry, plugin = load_plugin(module, "outputs", params)
+    ctx = run_context(tmp_path, plugins=plugins)
+    registry.call(plugin, "igm_output_initialize", state=state, run=ctx)
+    for t in times:
+        state.t = t
+        state.saveresult = True
+        registry.call(plugin, "igm_output_update", state=state, run=ctx)
+        state.saveresult = False
+        registry.call(plugin, "igm_output_update", state=state, run=ctx)  # not a save time
+        state.thk = np.maximum(np.asarray(state.thk) - 1.0, 0.0).astype("float32")
+    registry.call(plugin, "igm_output_finalize", state=state, run=ctx)
+    return ctx
+
+
+def test_output_nc_has_the_fields_units_and_provenance(tmp_path):
+    state = glacier_state()
+    topg = state.topg.numpy().copy()
+    info = PluginInfo("processes", "thk", "igm-core", "0.1.0", "igm_plugins.processes.thk")
+    params = local.Params(vars_to_save=["topg", "thk", "smb", "velbar_mag", "U"])
+    drive(local, params, state, tmp_path, plugins=(info,))
+    with xr.open_dataset(tmp_path / "output.nc") as ds:
+        assert set(ds.data_vars) == {"topg", "thk", "smb", "velbar_mag", "U"}
+        assert ds["thk"].dims == ("time", "y", "x")
+        assert ds["U"].dims == ("time", "z", "y", "x")
+        np.testing.assert_array_equal(ds["time"], [1900.0, 1905.0, 1910.0])
+        np.testing.assert_array_equal(ds["x"], 50.0 * np.arange(NX))
+        np.testing.assert_array_equal(ds["z"], [0.0, 0.5, 1.0])
+        assert ds["thk"].attrs["units"] == "m"
+        assert ds["thk"].attrs["standard_name"] == "land_ice_thickness"
+        assert ds["smb"].attrs["units"] == "m a-1"
+        assert ds["velbar_mag"].attrs["long_name"] == "magnitude of the depth-averaged ice velocity"
+        assert ds["x"].attrs["units"] == "m"
+        assert ds.attrs["Conventions"] == "CF-1.8"
+        assert "processes.thk (igm-core 0.1.0)" in ds.attrs["plugins"]
+        np.testing.assert_array_equal(ds["topg"][2], topg)
+        thk = ds["thk"].values
+        np.testing.assert_array_equal(thk[0] - thk[1], np.where(thk[0] >= 1.0, 1.0, thk[0]))
+    assert not (tmp_path / ".output.nc.partial").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_time_series_volume_and_area(tmp_path):
+    state = glacier_state()
+    volumes, areas = [], []
+    for _ in range(3):
+        volumes.append(np.sum(np.asarray(state.thk), dtype="float64") * 50.0**2 / 1e9)
+        areas.append(np.count_nonzero(np.asarray(state.thk) > 0) * 50.0**2 / 1e6)
+        state.thk = np.maximum(np.asarray(state.thk) - 1.0, 0.0).astype("float32")
+    drive(local, local.Params(), glacier_state(), tmp_path)
+    with xr.open_dataset(tmp_path / "output_ts.nc") as ds:
+        np.testing.assert_allclose(ds["vol"], volumes, rtol=1e-12)
+        assert ds["vol"].attrs["units"] == "km3"
+        assert ds["area"].attrs["units"] == "km2"
+        np.testing.assert_allclose(ds["area"], areas, rtol=1e-12)
+
+
+def test_default_names_without_a_provider_are_skipped_with_one_warning(tmp_path, caplog):
+    state = glacier_state()
+    with caplog.at_level(logging.WARNING, logger="igm"):
+        drive(local, local.Params(), state, tmp_path)
+    warnings = [r.message for r in caplog.records if r.levelno == logging.WARNING]
+    assert warnings == ["outputs.local: not saving wvelsurf (no selected plugin provides them)"]
+    with xr.open_dataset(tmp_path / "output.nc") as ds:
+        assert set(ds.data_vars) == set(local.DEFAULT_VARS) - {"wvelsurf"}
+
+
+@pytest.mark.parametrize("name", ["thickness", "wvelsurf_typo", "W"])
+def test_an_unknown_name_lists_the_available_fields(tmp_path, name):
+    with pytest.raises(ConfigError) as info:
+        drive(local, local.Params(vars_to_save=["thk", name]), glacier_state(), tmp_path)
+    assert str(info.value).startswith(f"outputs.local.vars_to_save: no field '{name}' in this "
+                                      "run; available: U, smb, thk, topg, usurf,")
+
+
+def test_particles_are_written_per_save_time(tmp_path):
+    state = glacier_state()
+    state.declare(Field("particles.x", "m", "particle x coordinate", dims=("particle",)))
+    state.particles = {"id": np.array([3, 4]), "x": np.array([10.0, 20.0])}
+    drive(local, local.Params(vars_to_save=["thk"]), state, tmp_path)
+    files = sorted(p.name for p in (tmp_path / "particles").iterdir())
+    assert files == ["particles_1900.nc", "particles_1905.nc", "particles_1910.nc"]
+    with xr.open_dataset(tmp_path / "particles" / "particles_1905.nc") as ds:
+        np.testing.assert_array_equal(ds["x"], [10.0, 20.0])
+        assert ds["x"].attrs["units"] == "m"
+        assert ds["id"].dtype == np.int64
+
+
+KILL_SCRIPT = """
+import shutil, sys, time
+from pathlib import Path
+import numpy as np
+from igm_core.testing import load_plugin, make_state, run_context
+from igm_plugins.outputs import local
+
+out = Path(sys.argv[1])
+state = make_state(nx=30, ny=20, t=0.0, topg=0.0, thk=np.random.rand(20, 30))
+registry, plugin = load_plugin(local, "outputs", local.Params(vars_to_save=["thk", "topg"]))
+ctx = run_context(out)
+registry.call(plugin, "igm_output_initialize", state=state, run=ctx)
+state.saveresult = True
+registry.call(plugin, "igm_output_update", state=state, run=ctx)  # one complete save
+
+def stalled_copy(src, dst):
+    data = Path(src).read_bytes()
+    Path(dst).write_bytes(data[: len(data) // 2])
+    (out / "copying").touch()
+    time.sleep(60)
+
+local.shutil.copyfile = stalled_copy
+state.t = 1.0
+registry.call(plugin, "igm_output_update", state=state, run=ctx)
+"""
+
+
+def test_a_run_killed_mid_write_leaves_the_last_complete_file(tmp_path):
+    script = tmp_path / "kill_me.py"
+    script.write_text(textwrap.dedent(KILL_SCRIPT))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([sys.executable, str(script), str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not (out / "copying").exists():
+            assert proc.poll() is None, "the writer exited before the second save"
+            assert time.monotonic() < deadline, "the writer never reached the second save"
+            time.sleep(0.1)
+    finally:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+    assert any(p.name.endswith(".tmp") for p in out.iterdir())  # the torn temporary file
+    with xr.open_dataset(out / "output.nc") as ds:
+        np.testing.assert_array_equal(ds["time"], [0.0])
+        assert ds["thk"].shape == (1, 20, 30)
+
+
+def test_plot2d_frames_and_animation(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    state = glacier_state()
+    state.particles = {"x": np.array([100.0, 200.0]), "y": np.array([100.0, 150.0])}
+    with caplog.at_level(logging.WARNING, logger="igm"):
+        drive(plot2d, plot2d.Params(live=True, var_max=60.0), state, tmp_path)
+    frames = sorted(p.name for p in (tmp_path / "plot2d").iterdir())
+    assert frames == ["velbar_mag.gif", "velbar_mag_1900.png", "velbar_mag_1905.png",
+                      "velbar_mag_1910.png"]
+    from PIL import Image
+
+    with Image.open(tmp_path / "plot2d" / "velbar_mag.gif") as gif:
+        assert gif.n_frames == 3
+    with Image.open(tmp_path / "plot2d" / "velbar_mag_1900.png") as png:
+        assert png.size == (800, 600)
+    live = [r.message for r in caplog.records if "live" in r.message]
+    assert len(live) == 1 and "no display" in live[0]
+
+
+@pytest.mark.parametrize("params, message", [
+    (plot2d.Params(var="speed"), "outputs.plot2d.var: no 2-D field 'speed' in this run; "
+                                 "available: smb, thk, topg,"),
+    (plot2d.Params(animation="avi"), "outputs.plot2d.animation must be one of gif, mp4, none"),
+])
+def test_plot2d_bad_parameters(tmp_path, params, message):
+    with pytest.raises(ConfigError) as info:
+        drive(plot2d, params, glacier_state(), tmp_path)
+    assert message in str(info.value)
