@@ -162,8 +162,12 @@ def devices() -> list[str]:
 
 
 def process_info() -> dict[str, Any]:
-    """Host name and process id (recorded in run_summary.json)."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """Host name, process id and, under SLURM, the job id (``ARRAYID_TASK``
+    for a job array, as sacct lists it), recorded in run_summary.json."""
+    env = os.environ
+    slurm = (f"{env['SLURM_ARRAY_JOB_ID']}_{env['SLURM_ARRAY_TASK_ID']}"
+             if "SLURM_ARRAY_TASK_ID" in env else env.get("SLURM_JOB_ID"))
+    return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm}
 
 
 def run_engine(selection: Any, ctx: Any, progress: str, result: Any,
