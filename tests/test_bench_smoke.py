@@ -1,0 +1,82 @@
+"""The benchmark harness (bench/compare_igm.py) must never rot: run it for
+our model only on a tiny grid for a few years, and check the IGM 3.2.1
+translation of the benchmark experiment (no IGM install needed)."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+import yaml
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+
+from igm_translate import module_lists, to_igm321, translate_override  # noqa: E402
+
+
+def test_harness_runs_our_model_on_a_tiny_grid(tmp_path):
+    out = tmp_path / "measures.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "compare_igm.py"), "--models", "ours", "--ratios", "8",
+         "--years", "1900", "1903", "--save", "1", "--no-reference",
+         "--workdir", str(tmp_path / "runs"), "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "| ours-main | 400 m" in proc.stdout
+    record = json.loads(out.read_text())
+    (run,) = record["runs"]
+    assert run["status"] == "ok" and run["model"] == "ours" and run["dx_m"] == 400.0
+    # step 0 (initial state) + at least one step per simulated year
+    assert run["steps"] >= 4
+    assert 0 < run["startup_s"] < run["total_s"]
+    assert run["loop_s"] > 0 and math.isclose(run["loop_s_per_yr"], run["loop_s"] / 3.0)
+    assert run["peak_mib"] > 50
+    assert math.isfinite(run["volume_km3"]) and run["volume_km3"] > 0.1
+    if "local" in {ep.name for ep in metadata.entry_points(group="igm.outputs")}:
+        assert run["output"].endswith("output.nc")
+        assert run["cells"] == (180 // 8) * (220 // 8)
+    assert record["machine"]["gpu"].startswith("none")
+
+
+def test_igm321_translation_of_the_benchmark_experiment():
+    ours = yaml.safe_load((BENCH / "experiment" / "hef_century.yaml").read_text())
+    tr = to_igm321(ours)
+    exp = tr.experiment
+    assert module_lists(exp)["processes"] == ["smb", "iceflow", "time", "thk", "particles"]
+    assert exp["processes"]["smb"]["method"] == "simple"
+    assert exp["processes"]["smb"]["simple"]["array"][1] == [1900, 0.009, 0.005, 2800, 2.0]
+    assert exp["processes"]["iceflow"]["vertical_velocity"]["enabled"] is True
+    assert "smb_simple" not in exp["processes"]
+    assert exp["inputs"]["local"]["filename"] == "input.nc"
+    assert tr.data_files == ["pkg://igm_plugins.data/hintereisferner/input.nc"]
+    assert any("vert_flow removed" in n for n in tr.notes)
+    assert any("core.folder_data" in n for n in tr.notes)
+    # the source experiment is left as it was
+    assert "smb_simple" in module_lists(ours)["processes"]
+
+
+def test_igm321_translation_without_vert_flow_and_renamed_keys():
+    ours = {"defaults": [{"override /processes": ["iceflow", "time", "thk", "particles"]}],
+            "processes": {"particles": {"density_seeding": 0.3},
+                          "iceflow": {"physics": {"init_arrhenius": 50.0}}}}
+    exp = to_igm321(ours).experiment
+    assert exp["processes"]["particles"] == {"seeding": {"density": 0.3},
+                                             "tracking": {"method": "simple"}}
+    assert exp["processes"]["iceflow"]["physics"] == {"viscosity": {"arrhenius": 50.0}}
+    assert translate_override("processes.particles.density_seeding") == \
+        "processes.particles.seeding.density"
+    assert translate_override("processes.smb_simple.update_freq") == \
+        "processes.smb.simple.update_freq"
+
+
+def test_igm321_translation_refuses_sia():
+    ours = {"defaults": [{"override /processes": ["iceflow", "time"]}],
+            "processes": {"iceflow": {"method": "sia"}}}
+    with pytest.raises(ValueError, match=r"processes\.iceflow\.method: sia"):
+        to_igm321(ours)
