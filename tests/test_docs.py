@@ -164,7 +164,10 @@ def test_yaml_composes(block: Block, installed_plugins, tmp_path: Path,
         name, overrides = Path(block.args[0]).stem, []
     else:
         name, overrides = "doc_block", block.args
-    (tmp_path / "experiment").mkdir()
+    for other in _blocks(block.page):  # files the page wrote before (e.g. a base experiment)
+        if other.kind == "file":
+            _execute(other, tmp_path, timeout=0)
+    (tmp_path / "experiment").mkdir(exist_ok=True)
     (tmp_path / "experiment" / f"{name}.yaml").write_text(block.text)
     monkeypatch.chdir(tmp_path)
     try:
