@@ -231,13 +231,19 @@ def final_fields(output: Path) -> dict[str, np.ndarray]:
 
 
 def run_case(case: Case, base: dict[str, Any], work: Path, pythons: dict[str, Path],
-             span_yr: float) -> Measure:
-    """Run one case and measure it (wall, start-up, loop, memory, final state)."""
+             span_yr: float, profile: bool = False) -> Measure:
+    """Run one case and measure it (wall, start-up, loop, memory, final
+    state); with ``profile``, under py-spy (sampling, idle frames included:
+    TensorFlow computes on its own threads while Python waits), writing
+    ``profile.txt`` (collapsed stacks) in the case's folder."""
     launch, args, notes = prepare(case, base, work, pythons["ours"])
     for line in notes:
         print(f"  [{case.label}] translated: {line}")
     stamps = launch / "stamps.json"
     cmd = [str(pythons[case.model]), str(BENCH / "timed_entry.py"), case.model, str(stamps), *args]
+    if profile:
+        cmd = [str(pythons["ours"].parent / "py-spy"), "record", "--idle", "--rate", "50",
+               "--format", "raw", "--output", str(launch / "profile.txt"), "--", *cmd]
     print(f"running {case.label} ...", flush=True)
     rc, t0, wall, peak = timed(cmd, launch, launch / "run.log")
     m = Measure(case.label, case.model, case.role, 50.0 * case.ratio, total_s=wall,
@@ -259,7 +265,7 @@ def run_case(case: Case, base: dict[str, Any], work: Path, pythons: dict[str, Pa
         f = final_fields(output)
         thk = f["thk"]
         m.cells = int(thk.size)
-        m.volume_km3 = float(np.nansum(thk) * f["dx"] ** 2 / 1e9)
+        m.volume_km3 = float(np.sum(thk) * f["dx"] ** 2 / 1e9)
         m.area_km2 = float(np.sum(thk > THR_ICE) * f["dx"] ** 2 / 1e6)
     else:
         summary = launch / "run" / "run_summary.json"
@@ -294,14 +300,19 @@ def compare(m: Measure, ref: Measure, tag: str) -> None:
 
 
 def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,
-              pythons: dict[str, Path], ratio: int, years: tuple[float, float]) -> dict[str, Any]:
-    """Time a 4-job sweep over SWEEP_KEY with the 'basic' or 'joblib'
-    launcher (2 parallel jobs) for one model."""
+              pythons: dict[str, Path], ratio: int, years: tuple[float, float],
+              sweep_key: str = SWEEP_KEY, settings: dict[str, Any] | None = None
+              ) -> dict[str, Any]:
+    """Time a 4-job sweep over ``sweep_key`` (our name; translated for IGM)
+    with the 'basic' or 'joblib' launcher (2 parallel jobs) for one model;
+    ``settings`` apply to our runs only."""
+    settings = settings or {}
     case = Case(model, ratio, role=f"sweep-{launcher}", settings={
+        **(settings if model == "ours" else {}),
         "processes.time.start": float(years[0]), "processes.time.end": float(years[1])})
     launch, _, notes = prepare(case, base, work, pythons["ours"])
-    key = translate_override(SWEEP_KEY) if model == "igm" else SWEEP_KEY
-    args = ["+experiment=bench", "--multirun", f"hydra.sweep.dir={launch / 'sweep'}",
+    key = translate_override(sweep_key) if model == "igm" else sweep_key
+    args = ["--multirun", "+experiment=bench", f"hydra.sweep.dir={launch / 'sweep'}",
             f"{key}={SWEEP_VALUES}"]
     if launcher == "joblib":
         args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
@@ -311,6 +322,28 @@ def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,
     return {"model": model, "launcher": launcher, "jobs": len(SWEEP_VALUES.split(",")),
             "grid_m": 50.0 * ratio, "years": list(years), "status": "ok" if rc == 0 else "failed",
             "wall_s": wall, "peak_mib": peak, "key": key, "notes": notes}
+
+
+PROFILE_FILES = ("(igm_core/", "(igm_plugins/", "(plugins/", "(tensorflow/__init__.py")
+
+
+def profile_summary(path: Path, top: int = 15) -> list[tuple[str, float]]:
+    """From py-spy's collapsed stacks (``frame;frame;... count`` lines, one
+    per distinct stack), the share of the main thread's samples (%) spent
+    inside each function (inclusive), the ``top`` largest among our own
+    functions and TensorFlow's import; frames are ``function (file)``."""
+    inclusive: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack.startswith("<module> (timed_entry.py"):
+            continue  # not the main thread
+        total += int(count)
+        frames = {f.rsplit(":", 1)[0] + ")" for f in stack.split(";")}
+        for frame in (f for f in frames if any(k in f for k in PROFILE_FILES)):
+            inclusive[frame] = inclusive.get(frame, 0) + int(count)
+    ranked = sorted(inclusive.items(), key=lambda kv: -kv[1])[:top]
+    return [(frame, 100.0 * n / total) for frame, n in ranked] if total else []
 
 
 # -- report ----------------------------------------------------------------------------
@@ -465,6 +498,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep", action="store_true", help="time the 4-job sweeps")
     p.add_argument("--sweep-ratio", type=int, default=2)
     p.add_argument("--sweep-years", type=float, nargs=2, default=[1900.0, 1920.0])
+    p.add_argument("--sweep-launchers", nargs="+", default=["basic", "joblib"])
+    p.add_argument("--sweep-key", default=SWEEP_KEY, help="our key swept with 4 values")
+    p.add_argument("--profile", action="store_true",
+                   help="run our main cases under py-spy and print where the time goes")
     p.add_argument("--workdir", type=Path, default=BENCH / ".runs")
     p.add_argument("--igm-venv", type=Path, default=IGM_VENV)
     p.add_argument("--json", type=Path, default=None, help="write the measures here")
@@ -480,14 +517,16 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.profile and args.report:
+        sys.exit("compare_igm: --profile slows the profiled runs down: run it without --report")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     pythons = {"ours": ours_python()}
     if "igm" in models:
-        pythons["igm"] = ensure_igm_venv(args.igm_venv, joblib=args.sweep)
+        pythons["igm"] = ensure_igm_venv(args.igm_venv,
+                                         joblib=args.sweep and "joblib" in args.sweep_launchers)
     notes: list[str] = []
     base = load_experiment(args, notes)
-    if args.method:
-        set_key(base, "processes.iceflow.method", args.method)
+    ours_settings = {"processes.iceflow.method": args.method} if args.method else {}
     for line in notes:
         print(f"note: {line}")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -496,7 +535,9 @@ def main(argv: list[str] | None = None) -> int:
 
     measures: list[Measure] = []
     for ratio in args.ratios:
-        row = [run_case(Case(model, ratio), base, args.workdir, pythons, span) for model in models]
+        row = [run_case(Case(model, ratio, settings=ours_settings if model == "ours" else {}),
+                        base, args.workdir, pythons, span,
+                        profile=args.profile and model == "ours") for model in models]
         ref = None
         ref_ratios = args.ratios if args.reference_ratios is None else args.reference_ratios
         if not args.no_reference and "ours" in models and ratio in ref_ratios:
@@ -515,10 +556,19 @@ def main(argv: list[str] | None = None) -> int:
     sweeps: list[dict[str, Any]] = []
     if args.sweep:
         for model in models:
-            for launcher in ("basic", "joblib"):
+            for launcher in args.sweep_launchers:
                 sweeps.append(run_sweep(model, launcher, base, args.workdir, pythons,
-                                        args.sweep_ratio, tuple(args.sweep_years)))
+                                        args.sweep_ratio, tuple(args.sweep_years),
+                                        args.sweep_key, ours_settings))
 
+    profiles = {}
+    for m in measures:
+        prof = Path(m.run_dir).parent / "profile.txt"
+        if prof.exists():
+            profiles[m.label] = profile_summary(prof)
+            print(f"\nwhere the time goes in {m.label} (% of main-thread samples, inclusive):")
+            for frame, share in profiles[m.label]:
+                print(f"  {share:5.1f}%  {frame}")
     print()
     print(table(measures))
     for line in ratios(measures):
@@ -527,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(sweep_table(sweeps))
     record = {"machine": info, "notes": notes + translation_notes,
-              "runs": [asdict(m) for m in measures], "sweeps": sweeps}
+              "runs": [asdict(m) for m in measures], "sweeps": sweeps, "profiles": profiles}
     if args.json:
         args.json.write_text(json.dumps(record, indent=2))
     if args.report:
