@@ -490,7 +490,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--years", type=float, nargs=2, default=[1900.0, 2000.0])
     p.add_argument("--save", type=float, default=10.0, help="years between saves")
     p.add_argument("--method", default="", help="our processes.iceflow.method (default: ours)")
-    p.add_argument("--reference", nargs="*", default=["processes.iceflow.method=solved"],
+    p.add_argument("--reference", nargs="*", default=[
+        "processes.iceflow.method=solved", "processes.iceflow.solver.nbitmax=1000",
+        "processes.iceflow.solver.stop_rtol=1e-7"],
                    help="settings of the converged solved run of ours (key=value ...)")
     p.add_argument("--no-reference", action="store_true", help="skip the solved reference runs")
     p.add_argument("--reference-ratios", type=int, nargs="*", default=None,
