@@ -52,7 +52,8 @@ IGM_VENV = BENCH / ".venv-igm"
 THR_ICE = 0.1  # m: cells thinner than this count as ice-free (both models' thr_ice_thk)
 RESULTS_BEGIN = "<!-- compare_igm:begin (written by bench/compare_igm.py) -->"
 RESULTS_END = "<!-- compare_igm:end -->"
-DIFF_KEYS = ("thk_vs_igm", "speed_vs_igm", "thk_vs_solved", "speed_vs_solved")
+DIFF_KEYS = ("thk_vs_igm", "speed_vs_igm", "thk_vs_solved", "speed_vs_solved",
+             "speed_vs_solve")
 SWEEP_KEY = "processes.particles.density_seeding"
 SWEEP_VALUES = "0.1,0.2,0.3,0.4"
 
@@ -283,20 +284,63 @@ def rel_l2(a: np.ndarray, b: np.ndarray, mask: np.ndarray) -> float:
     return float(np.sqrt(np.sum((a[mask] - b[mask]) ** 2)) / ref) if ref > 0 else math.nan
 
 
-def compare(m: Measure, ref: Measure, tag: str) -> None:
+def compare(m: Measure, ref: str | Path | None, tag: str, thk: bool = True) -> None:
     """Store in ``m.diffs`` the relative L2 differences of final thickness
-    (over cells with ice in either run) and surface speed (ice in both)
-    between ``m`` and the reference ``ref``, keys ``thk_vs_<tag>`` and
-    ``speed_vs_<tag>``."""
-    if not (m.output and ref.output):
+    (over cells with ice in either run; unless ``thk`` is False) and surface
+    speed (ice in both) between run ``m`` and the reference output.nc
+    ``ref``, keys ``thk_vs_<tag>`` and ``speed_vs_<tag>``."""
+    if not (m.output and ref):
         return
-    a, b = final_fields(Path(m.output)), final_fields(Path(ref.output))
+    a, b = final_fields(Path(m.output)), final_fields(Path(ref))
     if a["thk"].shape != b["thk"].shape:
         return
     ice_a, ice_b = a["thk"] > THR_ICE, b["thk"] > THR_ICE
-    m.diffs[f"thk_vs_{tag}"] = rel_l2(a["thk"], b["thk"], ice_a | ice_b)
+    if thk:
+        m.diffs[f"thk_vs_{tag}"] = rel_l2(a["thk"], b["thk"], ice_a | ice_b)
     if "velsurf_mag" in a and "velsurf_mag" in b:
         m.diffs[f"speed_vs_{tag}"] = rel_l2(a["velsurf_mag"], b["velsurf_mag"], ice_a & ice_b)
+
+
+def write_geometry(output: Path, path: Path) -> None:
+    """Write the last saved geometry of ``output`` (x, y, topg, thk, usurf)
+    as an input file for inputs.local."""
+    import netCDF4
+
+    with netCDF4.Dataset(output) as src, netCDF4.Dataset(path, "w") as dst:
+        for dim in ("y", "x"):
+            dst.createDimension(dim, len(src[dim]))
+            var = dst.createVariable(dim, "f8", (dim,))
+            var[:] = src[dim][:]
+            var.units = "m"
+        for name in ("topg", "thk", "usurf"):
+            var = dst.createVariable(name, "f4", ("y", "x"))
+            var[:] = src[name][-1]
+            var.units = "m"
+
+
+def solve_on_geometry(m: Measure, work: Path, pythons: dict[str, Path],
+                      settings: dict[str, Any]) -> Path | None:
+    """A converged ice-flow solve of ours (``settings``) on the final
+    geometry of run ``m``; returns its output.nc (None if it failed)."""
+    launch = work / f"{m.label}-solve"
+    if launch.exists():
+        shutil.rmtree(launch)
+    launch.mkdir(parents=True)
+    write_geometry(Path(m.output), launch / "geometry.nc")
+    exp: dict[str, Any] = {"defaults": [{"override /inputs": ["local"]},
+                                        {"override /processes": ["iceflow", "time"]},
+                                        {"override /outputs": ["local"]}]}
+    set_key(exp, "inputs.local.filename", str(launch / "geometry.nc"))
+    for key, value in {**settings, "processes.time.start": 2000.0, "processes.time.end": 2001.0,
+                       "processes.time.save": 1.0, "processes.time.cfl": 1e6,
+                       "outputs.local.vars_to_save": ["thk", "velsurf_mag"]}.items():
+        set_key(exp, key, value)
+    write_experiment(launch, "bench", exp)
+    print(f"converged solve on the final geometry of {m.label} ...", flush=True)
+    rc, _, _, _ = timed([str(pythons["ours"].parent / "igm_run"), "+experiment=bench",
+                         f"hydra.run.dir={launch / 'run'}"], launch, launch / "run.log")
+    output = launch / "run" / "output.nc"
+    return output if rc == 0 and output.exists() else None
 
 
 def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,
@@ -357,7 +401,8 @@ def fmt(value: float, digits: int = 2) -> str:
 def table(measures: list[Measure]) -> str:
     """Markdown table of the runs."""
     head = ("| run | grid | total s | start-up s | loop s/yr | steps | peak MiB | volume km3 "
-            "| area km2 | thk vs IGM | speed vs IGM | thk vs solved | speed vs solved |")
+            "| area km2 | thk vs IGM | speed vs IGM | thk vs solved run | speed vs solved run "
+            "| speed vs solve on same geometry |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for m in measures:
         d = m.diffs
@@ -495,8 +540,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "processes.iceflow.solver.stop_rtol=1e-7"],
                    help="settings of the converged solved run of ours (key=value ...)")
     p.add_argument("--no-reference", action="store_true", help="skip the solved reference runs")
-    p.add_argument("--reference-ratios", type=int, nargs="*", default=None,
-                   help="ratios with a reference run (default: all)")
+    p.add_argument("--reference-ratios", type=int, nargs="*", default=[2],
+                   help="ratios with a solved reference century (default: 100 m only)")
     p.add_argument("--sweep", action="store_true", help="time the 4-job sweeps")
     p.add_argument("--sweep-ratio", type=int, default=2)
     p.add_argument("--sweep-years", type=float, nargs=2, default=[1900.0, 1920.0])
@@ -529,6 +574,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     base = load_experiment(args, notes)
     ours_settings = {"processes.iceflow.method": args.method} if args.method else {}
+    reference = parse_settings(args.reference)
     for line in notes:
         print(f"note: {line}")
     args.workdir.mkdir(parents=True, exist_ok=True)
@@ -541,16 +587,18 @@ def main(argv: list[str] | None = None) -> int:
                         base, args.workdir, pythons, span,
                         profile=args.profile and model == "ours") for model in models]
         ref = None
-        ref_ratios = args.ratios if args.reference_ratios is None else args.reference_ratios
-        if not args.no_reference and "ours" in models and ratio in ref_ratios:
-            ref = run_case(Case("ours", ratio, "solved", parse_settings(args.reference)),
+        if not args.no_reference and "ours" in models and ratio in args.reference_ratios:
+            ref = run_case(Case("ours", ratio, "solved", reference),
                            base, args.workdir, pythons, span)
         igm = next((m for m in row if m.model == "igm"), None)
         for m in row:
             if igm is not None and m is not igm:
-                compare(m, igm, "igm")
+                compare(m, igm.output, "igm")
             if ref is not None:
-                compare(m, ref, "solved")
+                compare(m, ref.output, "solved")
+            if not args.no_reference and m.output:
+                compare(m, solve_on_geometry(m, args.workdir, pythons, reference),
+                        "solve", thk=False)
         measures += row + ([ref] if ref is not None else [])
 
     translation_notes = to_igm321(base).notes if "igm" in models else []
