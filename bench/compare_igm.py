@@ -87,6 +87,7 @@ class Measure:
     status: str = "failed"
     total_s: float = math.nan
     startup_s: float = math.nan
+    init_s: float = math.nan  # launch to the start of the loop (before step 0)
     loop_s: float = math.nan
     loop_s_per_yr: float = math.nan
     steps: int = 0
@@ -258,6 +259,7 @@ def run_case(case: Case, base: dict[str, Any], work: Path, pythons: dict[str, Pa
     m.status = "ok"
     m.steps = int(s["steps"])
     m.startup_s = s["first_step_end"] - t0
+    m.init_s = s["loop_begin"] - t0
     m.loop_s = s["loop_end"] - s["first_step_end"]
     m.loop_s_per_yr = m.loop_s / span_yr
     output = launch / "run" / "output.nc"
@@ -477,14 +479,18 @@ def plot(measures: list[Measure], path: Path) -> None:
 
     fig, ax = plt.subplots(figsize=(6, 4))
     for model, style in (("ours", "o-"), ("igm", "s--")):
-        pts = sorted((m.cells, m.loop_s_per_yr) for m in measures
+        pts = sorted((m.cells, m.loop_s_per_yr, m.dx_m) for m in measures
                      if m.model == model and m.role == "main" and m.status == "ok" and m.cells)
         if pts:
-            ax.plot(*zip(*pts, strict=True), style, label="this model" if model == "ours"
+            cells, per_yr, _ = zip(*pts, strict=True)
+            ax.plot(cells, per_yr, style, label="this model" if model == "ours"
                     else f"IGM {IGM_VERSION} (default)")
+            for x, y, d in pts:
+                ax.annotate(f"{d:.0f} m", (x, y), textcoords="offset points", xytext=(4, 4),
+                            fontsize=8)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("grid cells (Hintereisferner at 100 m and 50 m)")
+    ax.set_xlabel("grid cells (Hintereisferner)")
     ax.set_ylabel("loop wall time per simulated year (s)")
     ax.set_title("Time per simulated year, CPU (2 cores)")
     ax.grid(True, which="both", alpha=0.3)
