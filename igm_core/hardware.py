@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import socket
+import subprocess
 import sys
+import tempfile
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +43,7 @@ _process_setting: tuple[str | None, int] | None = None
 @dataclass(frozen=True)
 class Placement:
     """Where one job runs: ``cuda_visible`` is the CUDA_VISIBLE_DEVICES value
-    to set ("" or "-1" hide every GPU; None leaves it as inherited),
+    in force ("-1" hides every GPU; None: not set),
     ``threads`` the TensorFlow intra-op threads (0: TensorFlow's default),
     ``fresh_process`` whether the job must run in a child process."""
 
@@ -107,7 +108,8 @@ def thread_share(hw: HardwareParams, launcher: Mapping[str, Any] | None) -> int:
     """TensorFlow intra-op threads for one job: ``core.hardware.threads``
     when positive; in a joblib sweep the cores divided by the parallel jobs
     (``n_jobs``, joblib's negative values counted from the core count); under
-    submitit the job's ``cpus_per_task``; else 0 (TensorFlow's default)."""
+    submitit the job's ``cpus_per_task``, under Ray ``ray.remote.num_cpus``;
+    else 0 (TensorFlow's default)."""
     if hw.threads > 0:
         return int(hw.threads)
     launcher = launcher or {}
@@ -120,6 +122,9 @@ def thread_share(hw: HardwareParams, launcher: Mapping[str, Any] | None) -> int:
         return max(1, cpus // parallel)
     if launcher.get("cpus_per_task"):
         return int(launcher["cpus_per_task"])
+    remote = (launcher.get("ray") or {}).get("remote") or {}
+    if remote.get("num_cpus"):
+        return int(remote["num_cpus"])
     return 0
 
 
@@ -130,7 +135,7 @@ def configure(hw: HardwareParams, job_num: int = 0,
     TF_NUM_INTRAOP_THREADS) before TensorFlow starts."""
     global _process_setting
     gpus = gpu_list(hw, job_num)
-    cvd = _INHERITED_CVD if gpus is None else (",".join(gpus) or "-1")
+    cvd = os.environ.get(_CVD) if gpus is None else (",".join(gpus) or "-1")
     placement = Placement(cvd, thread_share(hw, launcher))
     wanted = (placement.cuda_visible, placement.threads)
     if "tensorflow" in sys.modules and _process_setting not in (None, wanted):
@@ -143,9 +148,7 @@ def configure(hw: HardwareParams, job_num: int = 0,
 
 
 def _apply(placement: Placement) -> None:
-    if placement.cuda_visible is None:
-        os.environ.pop(_CVD, None)
-    else:
+    if placement.cuda_visible is not None:
         os.environ[_CVD] = placement.cuda_visible
     if placement.threads > 0:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(placement.threads)
@@ -181,28 +184,42 @@ def run_engine(selection: Any, ctx: Any, progress: str, result: Any,
     if not placement.fresh_process:
         engine.run(selection, ctx, progress=progress, result=result)
         return {"devices": devices(), **process_info()}
-    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
-        child_result, info, error = pool.submit(
-            _child_run, selection, ctx, progress, placement, log.level).result()
+    from igm_core.errors import PluginRuntimeError
+
+    log_files = [h.baseFilename for h in logging.getLogger().handlers
+                 if isinstance(h, logging.FileHandler)]
+    with tempfile.TemporaryDirectory(prefix="igm-job-") as tmp:
+        answer = Path(tmp) / "result.pickle"
+        request = pickle.dumps((selection, ctx, progress, placement, log.level, log_files,
+                                str(answer)))
+        code = "from igm_core.hardware import fresh_process_main; fresh_process_main()"
+        proc = subprocess.run([sys.executable, "-c", code], input=request, check=False)
+        if not answer.is_file():
+            raise PluginRuntimeError(f"the job's fresh process exited with code "
+                                     f"{proc.returncode} before reporting a result")
+        child_result, info, error = pickle.loads(answer.read_bytes())
     result.__dict__.update(child_result.__dict__)
     if error is not None:
-        from igm_core.errors import PluginRuntimeError
-
         raise PluginRuntimeError(error)
     return info
 
 
-def _child_run(selection: Any, ctx: Any, progress: str, placement: Placement,
-               level: int) -> tuple[Any, dict[str, Any], str | None]:
-    """Body of a fresh process: pin, log into the job's folder, run."""
+def fresh_process_main() -> None:
+    """Body of a job's fresh process: read the pickled request on stdin, pin
+    devices and threads before TensorFlow starts, log into the job's log
+    files, run, and pickle (RunResult, devices and process, error line) to
+    the answer path."""
     global _process_setting
+    selection, ctx, progress, placement, level, log_files, answer = pickle.load(
+        sys.stdin.buffer)
     _apply(placement)
     _process_setting = (placement.cuda_visible, placement.threads)
     from igm_core import engine
 
-    handler = logging.FileHandler(Path(ctx.output_dir) / "igm.log")
-    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] %(message)s"))
-    log.addHandler(handler)
+    formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
+    for handler in [logging.StreamHandler(), *map(logging.FileHandler, log_files)]:
+        handler.setFormatter(formatter)
+        log.addHandler(handler)
     log.setLevel(level)
     result = engine.RunResult()
     error = None
@@ -210,4 +227,5 @@ def _child_run(selection: Any, ctx: Any, progress: str, placement: Placement,
         engine.run(selection, ctx, progress=progress, result=result)
     except Exception as exc:
         error = result.error or f"{type(exc).__name__}: {exc}"
-    return result, {"devices": devices(), **process_info()}, error
+    Path(answer).write_bytes(pickle.dumps((result, {"devices": devices(), **process_info()},
+                                           error)))
