@@ -64,6 +64,6 @@ def sacct_states(job_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
                               ",".join(job_ids)], capture_output=True, text=True, timeout=30)
         states = dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
         final = {k: v for k, v in states.items() if v.split()[0] not in ("PENDING", "RUNNING")}
-        if final and len(final) == len(states) or time.monotonic() > deadline:
+        if (final and len(final) == len(states)) or time.monotonic() > deadline:
             return states
         time.sleep(1.0)

@@ -181,9 +181,9 @@ def test_no_gpu_falls_back_to_cpu_with_a_log_line(caplog):
 
 
 def test_missing_gpu_index_is_a_config_error():
-    with pytest.raises(ConfigError, match=r"GPU index 2 asked for, but this process sees 2"):
+    with pytest.raises(ConfigError, match="GPU index 2 asked for, but this process sees 2"):
         gpu_list(HardwareParams(visible_gpus=[2]), 0, ["0", "1"])
-    with pytest.raises(ConfigError, match="core.hardware.visible_gpus must be a list"):
+    with pytest.raises(ConfigError, match=r"core\.hardware\.visible_gpus must be a list"):
         gpu_list(HardwareParams(visible_gpus="first"), 0, ["0"])
 
 
