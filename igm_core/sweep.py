@@ -23,6 +23,7 @@ from igm_core.files import atomic_path
 
 COLUMNS = ("job", "overrides", "status", "wall_time_s", "volume_km3", "area_km2",
            "objective", "started_at", "ended_at", "host", "devices", "error", "folder")
+MAX_LEGEND = 20  # jobs beyond which summary.png has no legend (see summary.csv)
 NOT_FINISHED = "did not finish (killed, cancelled or timed out): run_summary.json says 'running'"
 NO_SUMMARY = "no run_summary.json (the job never started, or was killed before writing it)"
 
@@ -105,13 +106,16 @@ def write_csv(records: list[dict[str, Any]], path: Path) -> Path:
 
 def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
     """``summary.png``: ice volume (km3) against time (yr), one line per job
-    labelled by its overrides; failed jobs dashed."""
+    labelled by the overrides that differ between jobs (those they share go
+    in the title); failed jobs dashed."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(8, 5), layout="constrained")
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
+    shared = set.intersection(*(set(r.get("overrides") or []) for r in records)) \
+        if len(records) > 1 else set()
     for record in records:
         series = record.get("series") or {}
         t, v = series.get("t") or [], series.get("volume_km3") or []
@@ -120,11 +124,14 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
         failed = record.get("status") != "completed"
         ax.plot(t, [float("nan") if x is None else x for x in v], marker=".",
                 linestyle="--" if failed else "-",
-                label=label(record) + (" (failed)" if failed else ""))
+                label=label({**record, "overrides": [o for o in record.get("overrides") or []
+                                                     if o not in shared]})
+                + (" (failed)" if failed else ""))
     ax.set_xlabel("time (yr)")
     ax.set_ylabel("ice volume (km$^3$)")
-    ax.set_title(f"{len(records)} jobs")
-    if ax.lines:
+    ax.set_title(f"{len(records)} jobs" + (f": {' '.join(sorted(shared))}" if shared else ""),
+                 fontsize="medium")
+    if 0 < len(ax.lines) <= MAX_LEGEND:
         ax.legend(fontsize="small", loc="best")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
