@@ -182,13 +182,39 @@ def prepare(case: Case, base: dict[str, Any], work: Path, ours_py: Path
     exp = case_experiment(base, case)
     notes: list[str] = []
     if case.model == "igm":
-        tr = to_igm321(exp)
+        tr = to_igm321(exp, ours_masks_smb=ours_masks_smb())
         exp, notes = tr.experiment, tr.notes
         (launch / "data").mkdir(parents=True)
         for name in tr.data_files:
-            shutil.copy(resolve_data(name, ours_py), launch / "data" / Path(name).name)
+            copy_netcdf(resolve_data(name, ours_py), launch / "data" / Path(name).name,
+                        tr.drop_variables)
     write_experiment(launch, "bench", exp)
     return launch, ["+experiment=bench", f"hydra.run.dir={launch / 'run'}"], notes
+
+
+def ours_masks_smb() -> bool:
+    """Whether our smb_simple handles SMB outside the ice mask, as IGM
+    3.2.1's smb does (a ``smb_outside_icemask`` parameter)."""
+    from igm_plugins.processes import smb_simple
+
+    return "smb_outside_icemask" in smb_simple.Params.__dataclass_fields__
+
+
+def copy_netcdf(src: Path, dst: Path, drop: list[str]) -> None:
+    """Copy a netCDF file without the variables in ``drop``."""
+    import netCDF4
+
+    with netCDF4.Dataset(src) as a, netCDF4.Dataset(dst, "w") as b:
+        b.setncatts({k: a.getncattr(k) for k in a.ncattrs()})
+        for name, dim in a.dimensions.items():
+            b.createDimension(name, len(dim))
+        for name, var in a.variables.items():
+            if name in drop:
+                continue
+            fill = var.getncattr("_FillValue") if "_FillValue" in var.ncattrs() else None
+            out = b.createVariable(name, var.dtype, var.dimensions, fill_value=fill)
+            out.setncatts({k: var.getncattr(k) for k in var.ncattrs() if k != "_FillValue"})
+            out[:] = var[:]
 
 
 def resolve_data(name: str, ours_py: Path) -> Path:
@@ -607,7 +633,8 @@ def main(argv: list[str] | None = None) -> int:
                         "solve", thk=False)
         measures += row + ([ref] if ref is not None else [])
 
-    translation_notes = to_igm321(base).notes if "igm" in models else []
+    translation_notes = (to_igm321(base, ours_masks_smb=ours_masks_smb()).notes
+                         if "igm" in models else [])
 
     sweeps: list[dict[str, Any]] = []
     if args.sweep:

@@ -45,11 +45,13 @@ class Translation:
     """An IGM 3.2.1 experiment (``experiment``, a dict for YAML), the lines
     describing each change (``notes``), and the data files IGM must find in
     its ``core.folder_data`` (``data_files``: original names as written in
-    our experiment, e.g. ``pkg://...``)."""
+    our experiment, e.g. ``pkg://...``), and the variables to leave out of
+    IGM's copies of them (``drop_variables``)."""
 
     experiment: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     data_files: list[str] = field(default_factory=list)
+    drop_variables: list[str] = field(default_factory=list)
 
 
 def _get(tree: dict[str, Any], dotted: str) -> Any:
@@ -96,12 +98,15 @@ def set_module_lists(experiment: dict[str, Any], lists: dict[str, list[str]]) ->
     experiment["defaults"] = [{f"override /{stage}": names} for stage, names in lists.items()]
 
 
-def to_igm321(ours: dict[str, Any], igm_default_method: str = "unified") -> Translation:
+def to_igm321(ours: dict[str, Any], igm_default_method: str = "unified",
+              ours_masks_smb: bool = False) -> Translation:
     """Translate our experiment dict into IGM 3.2.1's format.
 
     Raises ValueError for what IGM 3.2.1 cannot run (e.g. our ``sia`` ice
     flow). ``igm_default_method`` names IGM's default ice-flow method, used
-    only in the notes.
+    only in the notes. ``ours_masks_smb``: whether our smb_simple, like IGM
+    3.2.1's smb, replaces positive SMB outside ``icemask``; when not, IGM's
+    input copy loses ``icemask`` so that both compute the same SMB.
     """
     exp = copy.deepcopy(ours)
     out = Translation(exp)
@@ -117,6 +122,11 @@ def to_igm321(ours: dict[str, Any], igm_default_method: str = "unified") -> Tran
         processes["smb"] = {"method": "simple", "simple": simple}
         note("process smb_simple -> process smb with processes.smb.method: simple; "
              "processes.smb_simple.* -> processes.smb.simple.* (array, file, update_freq)")
+        if not ours_masks_smb:
+            out.drop_variables.append("icemask")
+            note("icemask left out of IGM's copy of the input: IGM 3.2.1's smb sets positive "
+                 "SMB outside icemask to smb_outside_icemask (-10 m/yr), ours (like IGM 3.0's "
+                 "smb_simple) does not; without icemask both compute the same SMB")
 
     if "vert_flow" in procs:
         procs.remove("vert_flow")
