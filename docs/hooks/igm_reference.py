@@ -8,7 +8,11 @@ At build time this hook
   groups ``igm.inputs``, ``igm.processes`` and ``igm.outputs``), so the
   reference cannot drift from the code;
 * replaces a marker ``<!-- igm:params STAGE.NAME -->`` in any page with that
-  plugin's parameter table (``<!-- igm:params core -->`` for the core keys).
+  plugin's parameter table (``<!-- igm:params core -->`` for the core keys);
+* replaces ``<!-- igm:include PATH -->`` (PATH relative to the repository
+  root, e.g. ``bench/RESULTS.md``) with that file's Markdown, headings one
+  level down and relative links turned into plain paths, or with a note when
+  the file does not exist yet.
 
 Each row gives the full key, its type, its default and the units and help
 text taken from the comments next to the field in the source (a trailing
@@ -28,12 +32,15 @@ import textwrap
 import tokenize
 import types
 import typing
+from pathlib import Path
 from typing import Any, NamedTuple
 
 log = logging.getLogger("mkdocs.plugins.igm_reference")
 
 PAGE = "reference/parameters.md"
 MARKER = re.compile(r"<!--\s*igm:params\s+([\w.\-]+)\s*-->")
+INCLUDE = re.compile(r"<!--\s*igm:include\s+([\w./\-]+)\s*-->")
+_REL_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?!https?://|#)([^)\s]+)\)")
 _UNIT_BASES = {
     "m", "km", "km2", "km3", "m2", "m3", "cm", "mm", "yr", "a", "d", "s", "kg", "g", "W", "J",
     "K", "MPa", "kPa", "Pa", "degC", "dimensionless", "1", "ice", "eq", "eq.", "w.e.", "%",
@@ -290,4 +297,21 @@ def on_page_markdown(markdown, page, config, files):
                         page.file.src_uri, match[1])
             return f"!!! warning\n    Plugin `{match[1]}` is not installed here.\n"
 
-    return MARKER.sub(expand, markdown)
+    root = Path(config["config_file_path"]).parent if config else Path.cwd()
+    return INCLUDE.sub(lambda m: included(root, m[1]), MARKER.sub(expand, markdown))
+
+
+def included(root: Path, rel: str) -> str:
+    """The Markdown of ``root/rel`` for an include marker: headings one level
+    down, relative links and images replaced by their repository path."""
+    path = root / rel
+    if not path.is_file():
+        return f"!!! note\n    `{rel}` does not exist yet in this checkout.\n"
+    folder = Path(rel).parent.as_posix()
+
+    def plain(match: re.Match) -> str:
+        target = f"{folder}/{match[3]}" if folder not in ("", ".") else match[3]
+        return f"{match[2]} (`{target}` in the repository)"
+
+    text = _REL_LINK.sub(plain, path.read_text())
+    return re.sub(r"^(#+) ", r"#\1 ", text, flags=re.MULTILINE)
