@@ -288,3 +288,15 @@ def test_site_builds_strict(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     html = (tmp_path / "site" / "reference" / "parameters" / "index.html").read_text()
     assert "processes.time.start" in html
+
+
+def test_include_marker_demotes_headings_and_unlinks_relative_paths(tmp_path: Path) -> None:
+    hook = _load_hook()
+    (tmp_path / "bench").mkdir()
+    (tmp_path / "bench" / "RESULTS.md").write_text(
+        "# Benchmarks\n\n![speed](speed.png) and [site](https://example.org)\n")
+    text = hook.included(tmp_path, "bench/RESULTS.md")
+    assert text.startswith("## Benchmarks")
+    assert "speed (`bench/speed.png` in the repository)" in text
+    assert "[site](https://example.org)" in text
+    assert "does not exist yet" in hook.included(tmp_path, "bench/NONE.md")
