@@ -300,3 +300,12 @@ def test_include_marker_demotes_headings_and_unlinks_relative_paths(tmp_path: Pa
     assert "speed (`bench/speed.png` in the repository)" in text
     assert "[site](https://example.org)" in text
     assert "does not exist yet" in hook.included(tmp_path, "bench/NONE.md")
+
+
+def test_configuration_page_shows_the_shipped_defaults_list() -> None:
+    import yaml
+
+    shipped = yaml.safe_load((ROOT / "conf" / "config.yaml").read_text())["defaults"]
+    page = (DOCS / "configuration.md").read_text()
+    shown = page.split("```text\ndefaults:\n", 1)[1].split("```", 1)[0]
+    assert yaml.safe_load("defaults:\n" + shown)["defaults"] == shipped
