@@ -309,3 +309,15 @@ def test_configuration_page_shows_the_shipped_defaults_list() -> None:
     page = (DOCS / "configuration.md").read_text()
     shown = page.split("```text\ndefaults:\n", 1)[1].split("```", 1)[0]
     assert yaml.safe_load("defaults:\n" + shown)["defaults"] == shipped
+
+
+def test_fields_page_lists_every_declared_field(installed_plugins) -> None:
+    hook = _load_hook()
+    page = hook.fields_page()
+    for entries in installed_plugins.values():
+        for entry in entries.values():
+            module = entry.load()
+            for what in ("provides", "requires"):
+                for f in hook._declared(module, what):
+                    assert f"| `{f.name}` | {hook._cell(f.units)} |" in page
+    assert "| `thk` | m | ice thickness | (y, x) |" in page

@@ -2,6 +2,8 @@
 
 At build time this hook
 
+* adds the page ``reference/fields.md`` (every State field the installed
+  plugins declare, with units and the plugins providing and requiring it);
 * adds the page ``reference/parameters.md``, built from ``CoreParams`` and
   the ``Params`` dataclass of every plugin installed in the building
   environment (built-in and third-party alike, found through the entry-point
@@ -38,6 +40,7 @@ from typing import Any, NamedTuple
 log = logging.getLogger("mkdocs.plugins.igm_reference")
 
 PAGE = "reference/parameters.md"
+FIELDS_PAGE = "reference/fields.md"
 MARKER = re.compile(r"<!--\s*igm:params\s+([\w.\-]+)\s*-->")
 INCLUDE = re.compile(r"<!--\s*igm:include\s+([\w./\-]+)\s*-->")
 _REL_LINK = re.compile(r"(!?)\[([^\]]*)\]\((?!https?://|#)([^)\s]+)\)")
@@ -266,6 +269,60 @@ def reference_page() -> str:
     return "\n".join(parts)
 
 
+def _declared(module: Any, what: str) -> list:
+    """The Field records a plugin module declares in ``requires`` or
+    ``provides`` (a function of params is called with default Params)."""
+    from igm_core.state import KNOWN_FIELDS, Field
+
+    value = getattr(module, what, ())
+    if callable(value):
+        value = value(module.Params())
+    if isinstance(value, (str, Field)):
+        value = (value,)
+    return [v if isinstance(v, Field) else KNOWN_FIELDS.get(v, Field(v, "1", v))
+            for v in value or ()]
+
+
+def fields_page() -> str:
+    """The Markdown of ``reference/fields.md``: every State field the
+    installed plugins declare, with units, long name, shape, and the plugins
+    that provide and require it."""
+    from igm_core.plugins import SINGULAR, discover
+    from igm_core.state import KNOWN_FIELDS
+
+    records = dict(KNOWN_FIELDS)
+    providers: dict[str, list[str]] = {}
+    readers: dict[str, list[str]] = {}
+    for stage, entries in discover().items():
+        for name, entry in entries.items():
+            module = entry.load()
+            label = f"{SINGULAR[stage]} `{name}`"
+            for f in _declared(module, "provides"):
+                records.setdefault(f.name, f)
+                providers.setdefault(f.name, []).append(label)
+            for f in _declared(module, "requires"):
+                records.setdefault(f.name, f)
+                readers.setdefault(f.name, []).append(label)
+    lines = [
+        "# State fields",
+        "",
+        "Generated when this site was built from `igm_core.state.KNOWN_FIELDS` and the "
+        "`provides` and `requires` declarations of every installed plugin. Outputs write "
+        "these units (UDUNITS spelling: `a` is the year, `m a-1` is m/yr) and long names into "
+        "their files. Dimensions: `(y, x)` fields are "
+        "`(ny, nx)`, `(z, y, x)` fields are on the ice-flow levels.",
+        "",
+        "| field | units | long name | dims | provided by | required by |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in sorted(records, key=str.lower):
+        f = records[name]
+        lines.append(f"| `{name}` | {_cell(f.units)} | {_cell(f.long_name)} | "
+                     f"({', '.join(f.dims)}) | {', '.join(providers.get(name, [])) or '-'} | "
+                     f"{', '.join(readers.get(name, [])) or '-'} |")
+    return "\n".join(lines) + "\n"
+
+
 def params_section(target: str) -> str:
     """The table that replaces ``<!-- igm:params TARGET -->``."""
     targets = _targets()
@@ -279,10 +336,11 @@ def params_section(target: str) -> str:
 
 
 def on_files(files, config):
-    """Add the generated parameter reference to the site."""
+    """Add the generated parameter and field references to the site."""
     from mkdocs.structure.files import File
 
     files.append(File.generated(config, PAGE, content=reference_page()))
+    files.append(File.generated(config, FIELDS_PAGE, content=fields_page()))
     return files
 
 
