@@ -7,6 +7,8 @@ import logging
 
 import numpy as np
 import tensorflow as tf
+
+from igm_core.errors import ConfigError
 from igm_plugins.processes.iceflow import ACTIVATIONS, METHODS, OPTIMIZERS, Params
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
@@ -16,8 +18,6 @@ from igm_plugins.processes.iceflow._physics import (
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
-
-from igm_core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 KEY = "processes.iceflow"

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
+
 from igm_plugins.processes.iceflow._physics import FlowConstants, energy
 
 
