@@ -1,0 +1,201 @@
+"""Process ``particles``: Lagrangian tracers carried by the 3-D ice flow.
+
+Seeding: at the start and then every ``frequency_seeding`` years, in each
+cell of the accumulation area (``smb > 0``) with ice (``thk > thk_min``),
+``density_seeding`` particles per cell on average (the whole part always,
+the fraction by chance), at random positions in the cell, at the surface.
+
+Advection (forward Euler over ``state.dt``): horizontal velocities from
+``U``, ``V`` and the vertical one from ``W`` (m/yr), interpolated
+bilinearly in the horizontal and linearly between the ice-flow levels at
+the particle's relative height ``rh`` (0 at the bed, 1 at the surface).
+With ``z = b + rh H``, ``dz/dt = w`` gives
+``drh/dt = (w - u . grad b - rh (dH/dt + u . grad H)) / H``, where ``dH/dt``
+is the thickness change since the previous step; ``rh`` stays in [0, 1].
+A particle is removed when it leaves the domain or the ice
+(``thk < thk_min`` where it is).
+
+Carried, per particle, in ``state.particles`` (a dict of 1-D tensors, for
+the outputs): ``id``, ``t_seed`` (yr), ``x``, ``y`` (m), ``z`` (m a.s.l.),
+``rh`` (1), ``englt`` (englacial time: years spent below the surface).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from igm_core import hookimpl
+from igm_core.errors import ConfigError
+from igm_core.state import Field
+from igm_plugins.processes.vert_flow import gradient
+
+log = logging.getLogger("igm")
+
+KEY = "processes.particles"
+
+
+@dataclass
+class Params:
+    frequency_seeding: float = 50.0  # years between seedings
+    density_seeding: float = 0.2  # particles per grid cell of the seeding area
+    thk_min: float = 1.0  # m: ice thinner than this neither gets nor keeps particles
+    seed: int = 0  # seed of the random positions (reproducible runs)
+
+
+VARIABLES = {
+    "id": Field("particles.id", "1", "particle number"),
+    "t_seed": Field("particles.t_seed", "yr", "time of seeding"),
+    "x": Field("particles.x", "m", "x coordinate"),
+    "y": Field("particles.y", "m", "y coordinate"),
+    "z": Field("particles.z", "m", "elevation"),
+    "rh": Field("particles.rh", "1", "relative height above the bed (0 bed, 1 surface)"),
+    "englt": Field("particles.englt", "yr", "englacial time (years below the surface)"),
+}
+requires = ("U", "V", "W", "zeta", "thk", "topg", "smb")
+provides = (Field("particles", "1", "particles for the outputs: dict of 1-D arrays",
+                  dims=("particle",)),)
+
+
+@dataclass
+class Tracker:
+    """What the process keeps between steps."""
+
+    rng: np.random.Generator
+    next_seeding: float
+    next_id: int
+    thk_prev: Any
+
+
+def empty() -> dict[str, Any]:
+    """No particles: each variable as an empty 1-D tensor."""
+    import tensorflow as tf
+
+    return {k: tf.zeros([0], tf.int64 if k == "id" else tf.float64) for k in VARIABLES}
+
+
+def bilinear(fields: Any, x: Any, y: Any, state) -> Any:
+    """Fields (k, ny, nx) at the points (x, y) (m, float64): (k, p) float64,
+    constant beyond the outermost cell centres."""
+    import tensorflow as tf
+
+    ny, nx = state.grid.shape
+    fx = tf.clip_by_value((x - float(state.x[0])) / state.dx, 0.0, nx - 1.0)
+    fy = tf.clip_by_value((y - float(state.y[0])) / state.dx, 0.0, ny - 1.0)
+    i0 = tf.minimum(tf.floor(fx), nx - 2.0)
+    j0 = tf.minimum(tf.floor(fy), ny - 2.0)
+    wx, wy = fx - i0, fy - j0
+    i0, j0 = tf.cast(i0, tf.int64), tf.cast(j0, tf.int64)
+    flat = tf.reshape(tf.cast(fields, tf.float64), [-1, ny * nx])
+
+    def at(j, i):
+        return tf.gather(flat, j * nx + i, axis=1)
+
+    return ((1 - wy) * ((1 - wx) * at(j0, i0) + wx * at(j0, i0 + 1))
+            + wy * ((1 - wx) * at(j0 + 1, i0) + wx * at(j0 + 1, i0 + 1)))
+
+
+def on_levels(values: Any, zeta: Any, rh: Any) -> Any:
+    """Linear interpolation of ``values`` (nz, p) on the levels ``zeta``
+    (nz,) at the relative heights ``rh`` (p,)."""
+    import tensorflow as tf
+
+    zeta = tf.cast(zeta, tf.float64)
+    nz = int(zeta.shape[0])
+    k = tf.clip_by_value(tf.searchsorted(zeta, rh, side="right") - 1, 0, nz - 2)
+    lo, hi = tf.gather(zeta, k), tf.gather(zeta, k + 1)
+    w = tf.clip_by_value((rh - lo) / (hi - lo), 0.0, 1.0)
+    cols = tf.transpose(values)  # (p, nz)
+    below = tf.gather(cols, k, batch_dims=1)
+    above = tf.gather(cols, k + 1, batch_dims=1)
+    return (1 - w) * below + w * above
+
+
+def seed(params: Params, state, tracker: Tracker) -> None:
+    """Add new particles at the surface of the accumulation area."""
+    import tensorflow as tf
+
+    thk = np.asarray(state.thk)
+    where = np.flatnonzero((np.asarray(state.smb) > 0) & (thk > params.thk_min))
+    whole, frac = divmod(params.density_seeding, 1.0)
+    counts = int(whole) + (tracker.rng.random(where.size) < frac).astype(int)
+    cells = np.repeat(where, counts)
+    n = cells.size
+    if n == 0:
+        return
+    jy, ix = np.divmod(cells, state.grid.shape[1])
+    x = state.x[ix] + state.dx * (tracker.rng.random(n) - 0.5)
+    y = state.y[jy] + state.dx * (tracker.rng.random(n) - 0.5)
+    new = {
+        "id": tf.range(tracker.next_id, tracker.next_id + n, dtype=tf.int64),
+        "t_seed": tf.fill([n], tf.constant(float(state.t), tf.float64)),
+        "x": tf.constant(x, tf.float64),
+        "y": tf.constant(y, tf.float64),
+        "rh": tf.ones([n], tf.float64),
+        "englt": tf.zeros([n], tf.float64),
+    }
+    usurf = bilinear(tf.stack([state.topg + state.thk]), new["x"], new["y"], state)[0]
+    new["z"] = usurf
+    tracker.next_id += n
+    state.particles = {k: tf.concat([state.particles[k], new[k]], axis=0) for k in VARIABLES}
+    log.debug("%s: seeded %d particles at t=%g", KEY, n, float(state.t))
+
+
+def advect(params: Params, state, dt: float, dhdt: Any) -> None:
+    """Move the particles over ``dt`` years and drop those that left the
+    domain or the ice."""
+    import tensorflow as tf
+
+    p = state.particles
+    if int(p["x"].shape[0]) == 0:
+        return
+    nz = int(state.U.shape[0])
+    bx, by = gradient(state.topg, state.dx)
+    hx, hy = gradient(state.thk, state.dx)
+    stack = tf.concat([state.U, state.V, state.W,
+                       tf.stack([state.thk, bx, by, hx, hy, dhdt])], axis=0)
+    at = bilinear(stack, p["x"], p["y"], state)
+    u = on_levels(at[:nz], state.zeta, p["rh"])
+    v = on_levels(at[nz:2 * nz], state.zeta, p["rh"])
+    w = on_levels(at[2 * nz:3 * nz], state.zeta, p["rh"])
+    h, bx, by, hx, hy, dh = tf.unstack(at[3 * nz:])
+    rh = p["rh"]
+    drh = (w - u * bx - v * by - rh * (dh + u * hx + v * hy)) / tf.maximum(h, params.thk_min)
+    rh = tf.clip_by_value(rh + dt * drh, 0.0, 1.0)
+    moved = dict(p, x=p["x"] + dt * u, y=p["y"] + dt * v, rh=rh,
+                 englt=p["englt"] + dt * tf.cast(rh < 1.0, tf.float64))
+    half = 0.5 * state.dx
+    inside = ((moved["x"] >= state.x[0] - half) & (moved["x"] <= state.x[-1] + half)
+              & (moved["y"] >= state.y[0] - half) & (moved["y"] <= state.y[-1] + half))
+    geometry = bilinear(tf.stack([state.thk, state.topg]), moved["x"], moved["y"], state)
+    keep = inside & (geometry[0] >= params.thk_min)
+    moved["z"] = geometry[1] + moved["rh"] * geometry[0]
+    state.particles = {k: tf.boolean_mask(v, keep) for k, v in moved.items()}
+
+
+@hookimpl
+def igm_process_initialize(params: Params, state) -> None:
+    for key in ("frequency_seeding", "density_seeding"):
+        if not getattr(params, key) > 0:
+            raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(params, key)}")
+    state.declare_all(VARIABLES.values(), provider="process 'particles'")
+    state.particles = empty()
+    tracker = Tracker(np.random.default_rng(params.seed), float(state.t), 0, state.thk)
+    state.extras["particles"] = tracker
+    seed(params, state, tracker)
+    tracker.next_seeding = float(state.t) + params.frequency_seeding
+
+
+@hookimpl
+def igm_process_update(params: Params, state) -> None:
+    tracker: Tracker = state.extras["particles"]
+    dt = float(state.dt)
+    if dt > 0:
+        advect(params, state, dt, (state.thk - tracker.thk_prev) / dt)
+        tracker.thk_prev = state.thk
+    if float(state.t) >= tracker.next_seeding - 1e-6:
+        seed(params, state, tracker)
+        tracker.next_seeding += params.frequency_seeding
