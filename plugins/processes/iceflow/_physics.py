@@ -102,15 +102,11 @@ def node_gradient(f: tf.Tensor, dx: float, periodic: bool) -> tuple[tf.Tensor, t
         gy = (tf.roll(f, -1, axis=-2) - tf.roll(f, 1, axis=-2)) / (2.0 * dx)
         return gx, gy
 
-    def along(g: tf.Tensor, axis: int) -> tf.Tensor:
-        n = g.shape[axis]
-        first = tf.gather(g, [1], axis=axis) - tf.gather(g, [0], axis=axis)
-        last = tf.gather(g, [n - 1], axis=axis) - tf.gather(g, [n - 2], axis=axis)
-        mid = (tf.gather(g, tf.range(2, n), axis=axis)
-               - tf.gather(g, tf.range(0, n - 2), axis=axis)) / 2.0
-        return tf.concat([first, mid, last], axis=axis) / dx
-
-    return along(f, -1), along(f, -2)
+    gx = tf.concat([f[..., :, 1:2] - f[..., :, 0:1], 0.5 * (f[..., :, 2:] - f[..., :, :-2]),
+                    f[..., :, -1:] - f[..., :, -2:-1]], axis=-1) / dx
+    gy = tf.concat([f[..., 1:2, :] - f[..., 0:1, :], 0.5 * (f[..., 2:, :] - f[..., :-2, :]),
+                    f[..., -1:, :] - f[..., -2:-1, :]], axis=-2) / dx
+    return gx, gy
 
 
 # -- the energy ----------------------------------------------------------------
