@@ -9,8 +9,10 @@ dataclass, runs :func:`igm_core.engine.run` and returns the run's objective.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import logging
+import math
 import os
 import re
 import sys
@@ -43,6 +45,7 @@ from igm_core.plugins import (
 )
 
 log = logging.getLogger("igm")
+MAX_ERROR_CHARS = 600
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 OBJECTIVES = ("volume", "area", "volume_change", "volume_change_misfit")
 
@@ -53,36 +56,42 @@ OBJECTIVES = ("volume", "area", "volume_change", "volume_change_misfit")
 def register_configs(found: dict[str, dict[str, PluginEntry]]) -> None:
     """Store the core schema and each installed plugin's ``Params`` in
     Hydra's ConfigStore (group = stage, option = plugin name, nested under
-    the name). A plugin that fails to import gets an empty node; selecting
+    the name). A plugin that fails to import gets an empty schema; selecting
     it reports the import error when the run starts."""
     cs = ConfigStore.instance()
     cs.store(group="core", name="default", node=CoreParams)
     for stage, entries in found.items():
         for name, entry in entries.items():
             try:
-                node: Any = {name: entry.load().Params}
+                params_cls = entry.load().Params
             except PluginError:
-                node = {name: {}}
-            cs.store(group=stage, name=name, node=node)
+                params_cls = dataclasses.make_dataclass(f"Unimportable_{name}", [])
+            cs.store(group=stage, name=name, node={name: params_cls})
 
 
 def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
                    ) -> dict[str, list[tuple[PluginEntry, Any]]]:
     """The selected plugins of each stage, in configuration order, with
-    their Params instances."""
+    their Params instances.
+
+    A plugin is selected by the stage's list (``processes: [...]``), which
+    gives its node the plugin's schema. Keys set for a plugin that the list
+    does not select (an experiment body configuring ``particles`` while the
+    command line picks ``'processes=[time,thk]'``) are ignored, with a
+    warning."""
     selection: dict[str, list[tuple[PluginEntry, Any]]] = {}
     for stage in STAGES:
         node = cfg.get(stage) or {}
         chosen = []
         for name in node:
+            if OmegaConf.get_type(node[name]) is dict:
+                log.warning("%s.%s is configured but '%s' is not in the %s list: ignored",
+                            stage, name, name, stage)
+                continue
             if name not in found[stage]:
                 raise PluginError(unknown_plugin_message(stage, str(name), found[stage]))
             entry = found[stage][name]
-            params_cls = entry.load().Params
-            params = OmegaConf.to_object(node[name])
-            if not isinstance(params, params_cls):
-                params = params_cls(**params)
-            chosen.append((entry, params))
+            chosen.append((entry, OmegaConf.to_object(node[name])))
         selection[stage] = chosen
     return selection
 
@@ -118,6 +127,9 @@ def objective(core: CoreParams, result: engine.RunResult) -> float:
         raise ConfigError(f"core.objective: unknown objective '{core.objective}' "
                           f"(expected one of {', '.join(OBJECTIVES)})")
     return float(values[core.objective])
+
+
+_single_run_errors: list[Exception] = []
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -161,7 +173,12 @@ def run_job(cfg: DictConfig) -> float:
         result.status = "failed"
         result.error = result.error or (str(exc) if isinstance(exc, IgmError)
                                         else f"{type(exc).__name__}: {exc}")
-        raise
+        if multirun or not isinstance(exc, Exception):
+            raise
+        # A single run hands its error to main(), which prints it as one line
+        # (Hydra would add its own "Error executing job" line).
+        _single_run_errors.append(exc)
+        return math.nan
     finally:
         summary.update(result.as_dict())
         summary.setdefault("devices", hardware.devices())
@@ -224,7 +241,7 @@ def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None)
         return " ".join(str(exc).split("\n")[0].split())
     if isinstance(exc, (ConfigCompositionException, OmegaConfBaseException)):
         text = str(exc)
-        source = re.search(r"Error merging '([^']+)'", text)
+        source = re.search(r"(?:Error merging|^In) '([^']+)'", text)
         override = re.search(r"Error merging override (\S+)", text) or re.search(
             r"Could not override '([^']+)'", text)
         where = (f"in '{source.group(1)}.yaml'" if source else
@@ -235,7 +252,8 @@ def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None)
                 return f"{where}: {msg} (key '{err.full_key}'){_key_hint(err)}"
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return f"{where}: " + "; ".join(lines[:3])
-    return f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+    text = " ".join(str(exc).split(" Error stream produced")[0].split())
+    return f"{type(exc).__name__}: {text[:MAX_ERROR_CHARS]}"
 
 
 def _debug_requested(argv: list[str]) -> bool:
@@ -270,6 +288,8 @@ def main() -> None:
         found = discover()
         register_configs(found)
         _hydra_main()
+        if _single_run_errors:
+            raise _single_run_errors.pop()
     except (SystemExit, KeyboardInterrupt):
         raise
     except BaseException as exc:

@@ -31,6 +31,7 @@ def one_line_error(proc: subprocess.CompletedProcess[str]) -> str:
     """Assert a failed run printed exactly one error line and no traceback."""
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "Traceback" not in proc.stderr, proc.stderr
+    assert "Error executing job" not in proc.stderr, proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("igm_run: error:")]
     assert len(lines) == 1, proc.stderr
     return lines[0]
@@ -173,10 +174,14 @@ def test_two_distributions_claiming_a_name(experiment_dir, tmp_path):
     assert "two distributions claim process 'time'" in line and "igm-clash 2.0" in line
 
 
-def test_no_process_is_a_clear_error(tiny_input):
-    line = one_line_error(run_igm(["inputs=[local]", "~processes", "~outputs"],
-                                  tiny_input.parent))
-    assert "no process selected" in line
+def test_run_without_a_clock_is_a_clear_error(experiment_dir, tmp_path):
+    site = write_fake_dist(tmp_path / "site", "igm-idle", "1.0",
+                           {"igm.processes": {"idle": "igm_idle.idle"}},
+                           {"igm_idle.idle": BROKEN["field"][0].replace("('W',)", "()")})
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "processes=[idle]"], cwd,
+                                  env={"PYTHONPATH": str(site)}))
+    assert "no process sets the clock (state.t, state.t_end): add 'time' to processes" in line
 
 
 def test_url_data_fetches_a_zip_once_and_runs_from_it(experiment_dir, tmp_path):

@@ -6,7 +6,7 @@ import pytest
 from hydra import compose, initialize_config_module
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
-from omegaconf.errors import ConfigKeyError, ValidationError
+from omegaconf.errors import ConfigAttributeError, ConfigKeyError, ValidationError
 
 from igm_core.app import register_configs, selection_from
 from igm_core.config import CoreParams
@@ -47,7 +47,8 @@ def test_plugin_params_are_validated(found):
     assert isinstance(err.value.__cause__, ValidationError)
     with pytest.raises(ConfigCompositionException) as err:
         make(["processes=[time]", "processes.time.strt=1"])
-    assert isinstance(err.value.__cause__, ConfigKeyError)
+    assert isinstance(err.value.__cause__, (ConfigKeyError, ConfigAttributeError))
+    assert err.value.__cause__.full_key == "processes.time.strt"
 
 
 def test_core_keys_are_validated(found):
