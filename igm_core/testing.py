@@ -22,7 +22,7 @@ import dataclasses
 import math
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import pytest
@@ -127,7 +127,7 @@ class ProcessContract:
     (fields for :func:`make_state`)."""
 
     plugin: ModuleType
-    state_kwargs: dict[str, Any] = {"thk": 100.0, "topg": 1000.0}
+    state_kwargs: ClassVar[dict[str, Any]] = {"thk": 100.0, "topg": 1000.0}
 
     def test_params_have_defaults(self) -> None:
         params = self.plugin.Params()

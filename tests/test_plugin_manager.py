@@ -23,7 +23,7 @@ def make_module(name: str, source: str) -> types.ModuleType:
     """Register a plugin module built from source under ``name``."""
     module = types.ModuleType(name)
     sys.modules[name] = module
-    exec(textwrap.dedent(source), module.__dict__)  # noqa: S102 - test plugins
+    exec(textwrap.dedent(source), module.__dict__)
     return module
 
 
@@ -104,8 +104,8 @@ def test_unmarked_hook_function_is_refused():
         def igm_process_update(params, state):
             pass
     """)
-    with pytest.raises(PluginError, match="'igm_process_update' is not marked with "
-                                          "@igm_core.hookimpl"):
+    with pytest.raises(PluginError, match=r"'igm_process_update' is not marked with "
+                                          r"@igm_core\.hookimpl"):
         PluginSet({"processes": [(entry("processes", "unmarked", "_unmarked"), None)]})
 
 
