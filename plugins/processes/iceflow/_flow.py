@@ -127,11 +127,10 @@ class IceFlow:
             X = self.emulator.step(args, state.it, initial)
             Xs = self.solve(args, self.X if not initial else X)
             self.log_difference(state, X, Xs, args)
-            self.X = Xs
+            X = Xs
         ice = tf.cast(args[0] > self.consts.thr_ice_thk, tf.float32)
         X = X * ice[None, None]
-        if method != "diagnostic":
-            self.X = X
+        self.X = X
         state.U, state.V = X[0], X[1]
         for name, value in derived_fields(X[0], X[1], self.zeta_np, ubar, vbar).items():
             setattr(state, name, value)

@@ -1,0 +1,235 @@
+"""The `emulated` method: a fully convolutional network trained on the
+Blatter-Pattyn energy itself (physics-informed, Jouvet & Cordonnier 2023).
+
+Raw TensorFlow: the weights are tf.Variables, the layers tf.nn.conv2d. Input
+features per node (computed from thk, usurf, arrhenius, slidingco and dx):
+thickness, the two surface slopes, A, log C and the cell size, scaled to
+order one. Output: U and V on all Nz levels (m/yr, ``VEL_SCALE`` times the
+last layer). Large grids are cut into overlapping frames of at most
+``framesizemax`` cells a side.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from igm_core.errors import ConfigError, DataError
+from igm_plugins.processes.iceflow._physics import FlowConstants, energy, node_gradient
+
+log = logging.getLogger(__name__)
+
+SHIPPED = "emulator_weights.npz"
+NIN = 6
+VEL_SCALE = 50.0  # m/yr per unit network output
+ARCH_KEYS = ("Nz", "vert_spacing", "nb_layers", "nb_out_filter", "conv_ker_size", "activation")
+
+
+def features(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor, slidingco: tf.Tensor,
+             dx: tf.Tensor, slope: tf.Tensor, periodic: bool) -> tf.Tensor:
+    """Network input (ny, nx, 6): H/500 m, 5 ds/dx, 5 ds/dy, A/78, ln(C/0.0464)/3,
+    dx/100 m."""
+    gx, gy = node_gradient(usurf, dx, periodic)
+    A = arrhenius if arrhenius.shape.rank == 2 else tf.reduce_mean(arrhenius, axis=0)
+    C = tf.math.log(tf.maximum(slidingco, 1e-4) / 0.0464) / 3.0
+    return tf.stack([thk / 500.0, 5.0 * (gx + slope[0]), 5.0 * (gy + slope[1]), A / 78.0, C,
+                     tf.ones_like(thk) * dx / 100.0], axis=-1)
+
+
+class Network:
+    """Fully convolutional network: ``nb_layers`` hidden k x k convolutions of
+    ``nb_out_filter`` channels, then a k x k convolution to 2 Nz outputs."""
+
+    def __init__(self, nz: int, nb_layers: int, nb_out_filter: int, conv_ker_size: int,
+                 activation: str, seed: int = 0) -> None:
+        self.nz = nz
+        self.act = getattr(tf.nn, activation)
+        rng = np.random.default_rng(seed)
+        sizes = [NIN] + [nb_out_filter] * nb_layers + [2 * nz]
+        self.weights: list[tf.Variable] = []
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+            std = np.sqrt(2.0 / (conv_ker_size**2 * a)) * (0.1 if i == len(sizes) - 2 else 1.0)
+            w = rng.normal(0.0, std, (conv_ker_size, conv_ker_size, a, b)).astype("float32")
+            self.weights.append(tf.Variable(w, name=f"w{i}"))
+            self.weights.append(tf.Variable(np.zeros(b, "float32"), name=f"b{i}"))
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        """(B, ny, nx, 6) features -> (B, 2, Nz, ny, nx) velocities (m/yr)."""
+        n = len(self.weights) // 2
+        for i in range(n):
+            x = tf.nn.conv2d(x, self.weights[2 * i], 1, "SAME") + self.weights[2 * i + 1]
+            if i < n - 1:
+                x = self.act(x)
+        x = tf.transpose(x, (0, 3, 1, 2)) * VEL_SCALE
+        shape = tf.shape(x)
+        return tf.reshape(x, tf.stack([shape[0], 2, self.nz, shape[2], shape[3]]))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The weights as numpy arrays, by variable name."""
+        return {v.name.split(":")[0]: v.numpy() for v in self.weights}
+
+    def assign(self, arrays: dict[str, np.ndarray], source: str) -> None:
+        """Load weights saved by :meth:`arrays`."""
+        for v in self.weights:
+            key = v.name.split(":")[0]
+            if key not in arrays or arrays[key].shape != tuple(v.shape):
+                raise DataError(f"{source}: weight '{key}' missing or of the wrong shape")
+            v.assign(arrays[key])
+
+
+def architecture(params) -> dict[str, object]:
+    """The settings a weights file must match."""
+    net = params.emulator.network
+    return {"Nz": params.numerics.Nz, "vert_spacing": float(params.numerics.vert_spacing),
+            "nb_layers": net.nb_layers, "nb_out_filter": net.nb_out_filter,
+            "conv_ker_size": net.conv_ker_size, "activation": net.activation}
+
+
+def save_weights(path: Path, net: Network, arch: dict[str, object]) -> None:
+    """Write the network and its architecture to an .npz file."""
+    meta = {f"arch_{k}": np.asarray(v) for k, v in arch.items()}
+    with open(path, "wb") as f:
+        np.savez(f, **net.arrays(), **meta)
+
+
+def load_weights(path: Path, net: Network, arch: dict[str, object]) -> None:
+    """Load an .npz written by :func:`save_weights`; ConfigError when its
+    architecture differs from the parameters."""
+    with np.load(path) as data:
+        saved = {k[5:]: data[k].item() for k in data.files if k.startswith("arch_")}
+        for key, value in arch.items():
+            if saved.get(key) != value:
+                raise ConfigError(
+                    f"processes.iceflow: the emulator weights {path} were trained with "
+                    f"{key}={saved.get(key)!r}, the configuration has {value!r}; set "
+                    "emulator.pretrained: false (and emulator.nbit_init) or match it")
+        net.assign({k: data[k] for k in data.files if not k.startswith("arch_")}, str(path))
+
+
+def frames(n: int, size: int, margin: int) -> list[tuple[int, int, int, int]]:
+    """Overlapping frames along one axis of ``n`` cells: (start, stop) of the
+    frame fed to the network and (start, stop) of the part kept from it."""
+    if n <= size:
+        return [(0, n, 0, n)]
+    step = max(size - 2 * margin, 1)
+    out, start = [], 0
+    while start < n:
+        a = max(0, min(start - margin, n - size))
+        keep = min(start + step, n)
+        out.append((a, a + size, start, keep))
+        start = keep
+    return out
+
+
+class Emulator:
+    """The network with its online training (Adam on the energy)."""
+
+    def __init__(self, params, consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor,
+                 run) -> None:
+        e = params.emulator
+        self.p = params
+        self.consts, self.zeta, self.slope = consts, zeta, slope
+        self.periodic = params.numerics.periodic
+        net = e.network
+        self.net = Network(params.numerics.Nz, net.nb_layers, net.nb_out_filter,
+                           net.conv_ker_size, net.activation)
+        self.arch = architecture(params)
+        self.margin = net.nb_layers * (net.conv_ker_size // 2) + 2
+        if e.pretrained:
+            path = self._weights_path(run)
+            load_weights(path, self.net, self.arch)
+            log.info("iceflow emulator: loaded %s", path)
+        elif e.nbit_init <= 0:
+            raise ConfigError("processes.iceflow.emulator.pretrained is false: set "
+                              "emulator.nbit_init > 0 to train the network first")
+        self.m1 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
+        self.m2 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
+        self.nstep = tf.Variable(0.0)
+        self.rng = np.random.default_rng(0)
+        self._train = tf.function(self._train_step, reduce_retracing=True)
+        self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True)
+
+    def _weights_path(self, run) -> Path:
+        name = self.p.emulator.weights
+        if not name:
+            return Path(str(resources.files("igm_plugins.processes.iceflow") / SHIPPED))
+        found = run.find_file(name) if run is not None else None
+        if found is None and Path(name).is_file():
+            found = Path(name)
+        if found is None:
+            raise ConfigError(f"processes.iceflow.emulator.weights: file {name!r} not found")
+        return found
+
+    def _train_step(self, thk, usurf, A, C, dx, lr):
+        x = features(thk, usurf, A, C, dx, self.slope, self.periodic)[None]
+        with tf.GradientTape() as tape:
+            X = self.net(x)
+            J = energy(X[:, 0], X[:, 1], thk[None], usurf[None], A[None], C[None], dx,
+                       self.zeta, self.slope, self.consts, self.periodic)
+        grads = tape.gradient(J, self.net.weights)
+        self.nstep.assign_add(1.0)
+        b1, b2 = 0.9, 0.999
+        for w, g, m1, m2 in zip(self.net.weights, grads, self.m1, self.m2, strict=True):
+            m1.assign(b1 * m1 + (1 - b1) * g)
+            m2.assign(b2 * m2 + (1 - b2) * g * g)
+            mh = m1 / (1 - b1**self.nstep)
+            vh = m2 / (1 - b2**self.nstep)
+            w.assign_sub(lr * mh / (tf.sqrt(vh) + 1e-7))
+        return J
+
+    def train(self, args: tuple, nbit: int, lr: float | None = None) -> float:
+        """``nbit`` Adam iterations on the energy of the geometry ``args``
+        = (thk, usurf, A, C, dx), on random frames when the grid is larger than
+        ``framesizemax``; returns the last energy."""
+        thk, usurf, A, C, dx = args
+        ny, nx = thk.shape
+        fs = self.p.emulator.framesizemax
+        lr = tf.constant(self.p.emulator.lr if lr is None else lr, tf.float32)
+        J = float("nan")
+        for _ in range(nbit):
+            j0 = int(self.rng.integers(0, ny - fs + 1)) if ny > fs else 0
+            i0 = int(self.rng.integers(0, nx - fs + 1)) if nx > fs else 0
+            sl = (slice(j0, j0 + min(fs, ny)), slice(i0, i0 + min(fs, nx)))
+            Af = A[sl] if A.shape.rank == 2 else A[(slice(None), *sl)]
+            J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr)
+        return float(J)
+
+    def predict(self, args: tuple) -> tf.Tensor:
+        """Velocities (2, Nz, ny, nx) m/yr for the geometry ``args``."""
+        thk, usurf, A, C, dx = args
+        x = features(thk, usurf, A, C, dx, self.slope, self.periodic)
+        ny, nx = thk.shape
+        fs = self.p.emulator.framesizemax
+        if ny <= fs and nx <= fs:
+            return self._predict(x[None])[0]
+        rows = []
+        for a, b, k0, k1 in frames(ny, fs, self.margin):
+            cols = []
+            for c, d, l0, l1 in frames(nx, fs, self.margin):
+                out = self._predict(x[None, a:b, c:d])[0]
+                cols.append(out[:, :, k0 - a:k1 - a, l0 - c:l1 - c])
+            rows.append(tf.concat(cols, axis=-1))
+        return tf.concat(rows, axis=-2)
+
+    def step(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
+        """Train when due (``nbit_init`` at the start, ``nbit`` every
+        ``retrain_freq`` steps), then predict."""
+        e = self.p.emulator
+        if initial and e.nbit_init > 0:
+            log.info("iceflow emulator: initial training, energy %.6g",
+                     self.train(args, e.nbit_init))
+        elif not initial and e.retrain_freq > 0 and it % e.retrain_freq == 0 and e.nbit > 0:
+            self.train(args, e.nbit)
+        return self.predict(args)
+
+    def save(self, path: Path) -> None:
+        """Write the (retrained) network to ``path`` atomically."""
+        from igm_core.files import atomic_path
+
+        with atomic_path(path) as tmp:
+            save_weights(Path(tmp), self.net, self.arch)

@@ -1,0 +1,132 @@
+"""Train the iceflow emulator from scratch on the Blatter-Pattyn energy and
+write the weights shipped with the plugin.
+
+Physics-informed: the loss is the energy of the predicted velocity field, no
+solver data. Geometries (regenerated with fresh random parameters every
+``--renew`` iterations):
+
+- Hintereisferner (``pkg://igm_plugins.data/hintereisferner/input.nc``,
+  read with netCDF4) at 50, 100 and 200 m, thickness scaled by 0.5-1.5;
+- synthetic glaciers: elliptic ice caps and valley tongues of 30-400 m on
+  tilted, bumpy beds, at 50, 100 or 200 m cells;
+
+each with A uniform in [20, 100] MPa^-3 yr^-1 and C log-uniform in
+[0.01, 1] MPa yr^(1/3) m^(-1/3). Frames up to ``--frame`` cells a side, Adam
+with a cosine-decaying learning rate, the default network of the plugin
+(``Params().emulator.network``, Nz and vert_spacing of ``Params().numerics``).
+
+The shipped ``emulator_weights.npz`` was made with::
+
+    nice -n 10 python -m igm_plugins.processes.iceflow.train_emulator --minutes 25
+
+on the project's 2-core CPU machine (shared with other jobs at the time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def hintereisferner() -> tuple[np.ndarray, np.ndarray, float]:
+    """(topg, thk, dx) of the shipped Hintereisferner grid."""
+    from importlib import resources
+
+    import netCDF4
+
+    path = resources.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        x = np.asarray(ds["x"][:], "float64")
+        return (np.asarray(ds["topg"][:], "float32"), np.asarray(ds["thk"][:], "float32"),
+                float(x[1] - x[0]))
+
+
+def synthetic(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
+    """A random glacier: (topg, thk, dx)."""
+    dx = float(rng.choice([50.0, 100.0, 200.0]))
+    ny, nx = (int(v) for v in rng.integers(48, 128, 2))
+    y, x = np.meshgrid(np.arange(ny) * dx, np.arange(nx) * dx, indexing="ij")
+    ang = rng.uniform(0, 2 * np.pi)
+    slope = rng.uniform(0.03, 0.4)
+    bed = -slope * (np.cos(ang) * x + np.sin(ang) * y)
+    for _ in range(4):
+        cx, cy = rng.uniform(0, nx * dx), rng.uniform(0, ny * dx)
+        w = rng.uniform(5, 30) * dx
+        bed += rng.uniform(-200, 200) * np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / w**2)
+    cx, cy = rng.uniform(0.3, 0.7) * nx * dx, rng.uniform(0.3, 0.7) * ny * dx
+    a, b = rng.uniform(0.2, 0.5) * nx * dx, rng.uniform(0.1, 0.4) * ny * dx
+    rot = rng.uniform(0, np.pi)
+    u = np.cos(rot) * (x - cx) + np.sin(rot) * (y - cy)
+    v = -np.sin(rot) * (x - cx) + np.cos(rot) * (y - cy)
+    r2 = (u / a) ** 2 + (v / b) ** 2
+    thk = rng.uniform(30, 400) * np.clip(1 - r2, 0, None) ** rng.uniform(0.3, 0.6)
+    return bed.astype("float32"), thk.astype("float32"), dx
+
+
+def sample(rng: np.random.Generator, hef: tuple[np.ndarray, np.ndarray, float]) -> tuple:
+    """A random training geometry as float32 tensors (thk, usurf, A, C, dx)."""
+    import tensorflow as tf
+
+    if rng.random() < 0.5:
+        topg, thk, dx = hef
+        k = int(rng.choice([1, 2, 4]))
+        topg, thk, dx = topg[::k, ::k], thk[::k, ::k] * rng.uniform(0.5, 1.5), dx * k
+    else:
+        topg, thk, dx = synthetic(rng)
+    A = np.full(thk.shape, rng.uniform(20, 100), "float32")
+    C = np.full(thk.shape, math.exp(rng.uniform(math.log(0.01), 0.0)), "float32")
+    f = lambda a: tf.constant(np.asarray(a, "float32"))  # noqa: E731
+    return f(thk), f(topg + thk), f(A), f(C), tf.constant(dx, tf.float32)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=25.0, help="training time (min)")
+    ap.add_argument("--out", type=Path,
+                    default=Path(__file__).with_name("emulator_weights.npz"))
+    ap.add_argument("--frame", type=int, default=96, help="largest frame side (cells)")
+    ap.add_argument("--lr", type=float, default=1e-3, help="initial learning rate")
+    ap.add_argument("--renew", type=int, default=20, help="iterations per geometry")
+    ap.add_argument("--seed", type=int, default=1)
+    args = ap.parse_args(argv)
+
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow import Params
+    from igm_plugins.processes.iceflow._emulator import Emulator, save_weights
+    from igm_plugins.processes.iceflow._flow import constants
+    from igm_plugins.processes.iceflow._physics import vertical_levels
+
+    p = Params(method="emulated")
+    p.emulator.pretrained = False
+    p.emulator.nbit_init = 1
+    p.emulator.framesizemax = args.frame
+    zeta = tf.constant(vertical_levels(p.numerics.Nz, p.numerics.vert_spacing))
+    emu = Emulator(p, constants(p), zeta, tf.zeros(2), None)
+    emu.rng = np.random.default_rng(args.seed)
+    rng = np.random.default_rng(args.seed)
+    hef = hintereisferner()
+    start = time.time()
+    budget = 60.0 * args.minutes
+    it, last_save, energies = 0, start, []
+    while (elapsed := time.time() - start) < budget:
+        geom = sample(rng, hef)
+        lr = 0.1 * args.lr + 0.9 * args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
+        energies.append(emu.train(geom, args.renew, lr))
+        it += args.renew
+        if len(energies) % 25 == 0:
+            print(f"{elapsed / 60:6.1f} min  it {it:6d}  lr {lr:.2e}  "
+                  f"mean energy (last 25 geometries) {np.mean(energies[-25:]):.4f}", flush=True)
+        if time.time() - last_save > 300:
+            save_weights(args.out, emu.net, emu.arch)
+            last_save = time.time()
+    save_weights(args.out, emu.net, emu.arch)
+    print(f"done: {it} iterations in {(time.time() - start) / 60:.1f} min -> {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""iceflow `emulated` and `diagnostic`: the shipped network, its online
+training against a converged `solved` field on Hintereisferner, frames,
+saving and errors."""
+
+from __future__ import annotations
+
+import logging
+
+import netCDF4
+import numpy as np
+import pytest
+
+import igm_plugins.processes.iceflow as iceflow
+from igm_core.errors import ConfigError
+from igm_core.testing import make_state, run_context, run_process
+
+
+def hef_state(k: int):
+    """Hintereisferner at 50 k m cells (every k-th node of the 50 m grid)."""
+    import importlib.resources as res
+
+    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
+        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
+    return make_state(nx=thk.shape[1], ny=thk.shape[0], dx=50.0 * k, thk=thk, topg=topg)
+
+
+def surface_speed(state) -> np.ndarray:
+    return np.asarray(state.velsurf_mag)
+
+
+def rel_l2_over_ice(a: np.ndarray, b: np.ndarray, thk: np.ndarray) -> float:
+    ice = thk > 0.1
+    return float(np.linalg.norm((a - b)[ice]) / np.linalg.norm(b[ice]))
+
+
+def test_shipped_weights_give_finite_velocities_of_the_right_magnitude(tmp_path) -> None:
+    """The pretrained network, without any retraining, on Hintereisferner at
+    100 m: finite, zero off the ice, and within a factor 2 of the shallow-ice
+    speeds (surface speeds of tens of m/yr)."""
+    state = hef_state(2)
+    p = iceflow.Params()  # emulated, pretrained
+    p.emulator.retrain_freq = 0
+    run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
+    emu = surface_speed(state)
+    thk = np.asarray(state.thk)
+    assert np.all(np.isfinite(np.asarray(state.U)))
+    assert np.all(emu[thk <= 0.1] == 0.0)
+    sia_state = hef_state(2)
+    run_process(iceflow, sia_state, params=iceflow.Params(method="sia"), steps=0,
+                output_dir=tmp_path)
+    ref = surface_speed(sia_state)[thk > 0.1]
+    ratio = np.linalg.norm(emu[thk > 0.1]) / np.linalg.norm(ref)
+    assert 0.5 < ratio < 2.0
+    assert 10.0 < emu.max() < 500.0
+
+
+def test_frames_reproduce_the_whole_grid(tmp_path) -> None:
+    """A grid larger than framesizemax is cut into overlapping frames: the
+    result equals the one-piece prediction."""
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    state = hef_state(4)
+    p = iceflow.Params()
+    flow = IceFlow(p, state, run_context(tmp_path))
+    args = flow.inputs(state)
+    whole = np.asarray(flow.emulator.predict(args))
+    flow.emulator.p.emulator.framesizemax = 24
+    framed = np.asarray(flow.emulator.predict(args))
+    assert framed.shape == whole.shape
+    np.testing.assert_allclose(framed, whole, atol=1e-3 * np.abs(whole).max())
+
+
+def test_save_model_round_trip(tmp_path) -> None:
+    state = hef_state(4)
+    p = iceflow.Params()
+    p.emulator.retrain_freq = 1
+    p.emulator.nbit = 3
+    p.emulator.save_model = True
+    run_process(iceflow, state, params=p, steps=2, output_dir=tmp_path)
+    saved = tmp_path / "iceflow_emulator.npz"
+    assert saved.is_file()
+    again = hef_state(4)
+    q = iceflow.Params()
+    q.emulator.weights = str(saved)
+    q.emulator.retrain_freq = 0
+    run_process(iceflow, again, params=q, steps=0, output_dir=tmp_path)
+    assert np.all(np.isfinite(np.asarray(again.U)))
+
+
+def test_mismatched_architecture_is_a_config_error(tmp_path) -> None:
+    p = iceflow.Params()
+    p.emulator.network.nb_layers = 3
+    with pytest.raises(ConfigError, match="nb_layers"):
+        run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
+
+
+def test_untrained_network_needs_initial_training(tmp_path) -> None:
+    p = iceflow.Params()
+    p.emulator.pretrained = False
+    with pytest.raises(ConfigError, match=r"emulator\.nbit_init"):
+        run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
+
+
+def test_diagnostic_logs_difference_and_energies(tmp_path, caplog) -> None:
+    """diagnostic runs both: the log holds the relative difference and the two
+    energies, and the solver's energy is the lower one."""
+    state = hef_state(4)
+    p = iceflow.Params(method="diagnostic")
+    p.emulator.retrain_freq = 1
+    p.emulator.nbit = 2
+    p.numerics.jit = False
+    p.solver.nbitmax = 60
+    with caplog.at_level(logging.INFO, logger="igm_plugins.processes.iceflow._flow"):
+        run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
+    lines = [r.getMessage() for r in caplog.records if "diagnostic" in r.getMessage()]
+    assert len(lines) == 2 and "relative L2 difference" in lines[0]
+    for line in lines:
+        energies = [float(w.strip(",")) for w in line.split()[-3::2]]
+        assert energies[1] <= energies[0] + 1e-6 * abs(energies[0])  # solved <= emulated
+        assert all(np.isfinite(energies))
+
+
+@pytest.mark.slow
+def test_online_training_matches_the_solver_on_hintereisferner(tmp_path) -> None:
+    """After online training on Hintereisferner (100 m), the emulated surface
+    speed is within 5% (relative L2 over ice) of a converged solved field."""
+    solved = hef_state(2)
+    q = iceflow.Params(method="solved")
+    q.solver.nbitmax = 5000
+    run_process(iceflow, solved, params=q, steps=0, output_dir=tmp_path)
+    state = hef_state(2)
+    p = iceflow.Params()
+    p.emulator.nbit_init = 1500
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    thk = np.asarray(state.thk)
+    err = rel_l2_over_ice(surface_speed(state), surface_speed(solved), thk)
+    print(f"emulated vs solved, relative L2 of surface speed over ice: {err:.4f}")
+    assert err < 0.05
