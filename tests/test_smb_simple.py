@@ -7,10 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from igm_plugins.processes import smb_simple
 
 from igm_core.errors import ConfigError, DataError
 from igm_core.testing import ProcessContract, make_state, run_process
+from igm_plugins.processes import smb_simple
 
 HEADER = ["time", "gradabl", "gradacc", "ela", "accmax"]
 
@@ -88,3 +88,33 @@ def test_bad_tables(tmp_path, params, error, message):
     with pytest.raises(error) as info:
         run_process(smb_simple, state, params, steps=0, output_dir=tmp_path)
     assert message in str(info.value)
+
+
+def test_computed_at_the_first_update_when_the_clock_starts_later(tmp_path):
+    state, z = elevation_state(t=float("nan"))  # time comes after smb_simple in the list
+    params = smb_simple.Params(array=[HEADER, [0, 0.01, 0.01, 3000, 5.0]], update_freq=10.0)
+    from igm_core.testing import load_plugin, run_context
+
+    registry, plugin = load_plugin(smb_simple, "processes", params)
+    registry.call(plugin, "igm_process_initialize", state=state, run=run_context(tmp_path))
+    np.testing.assert_array_equal(state.smb.numpy(), 0.0)
+    state.t = 0.0
+    registry.call(plugin, "igm_process_update", state=state)
+    np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.01, 0.01, 3000, 5.0), atol=1e-5)
+
+
+@pytest.mark.parametrize("mask_accumulation", [True, False])
+def test_no_accumulation_outside_the_ice_mask(tmp_path, mask_accumulation):
+    state, z = elevation_state()
+    icemask = np.zeros_like(z)
+    icemask[:, :5] = 1.0
+    import tensorflow as tf
+
+    state.icemask = tf.constant(icemask, tf.float32)
+    params = smb_simple.Params(array=[HEADER, [0, 0.01, 0.01, 3000, 5.0]],
+                               mask_accumulation=mask_accumulation)
+    run_process(smb_simple, state, params, steps=1, output_dir=tmp_path)
+    full = expected(z, 0.01, 0.01, 3000, 5.0)
+    want = np.where(icemask > 0.5, full, np.minimum(full, 0.0)) if mask_accumulation else full
+    np.testing.assert_allclose(state.smb.numpy(), want, atol=1e-5)
+    assert (want != full).any() == mask_accumulation

@@ -1,6 +1,6 @@
 """Process ``particles``: Lagrangian tracers carried by the 3-D ice flow.
 
-Seeding: at the start and then every ``frequency_seeding`` years, in each
+Seeding: at the first update (the start) and then every ``frequency_seeding`` years, in each
 cell of the accumulation area (``smb > 0``) with ice (``thk > thk_min``),
 ``density_seeding`` particles per cell on average (the whole part always,
 the fraction by chance), at random positions in the cell, at the surface.
@@ -65,7 +65,7 @@ class Tracker:
     """What the process keeps between steps."""
 
     rng: np.random.Generator
-    next_seeding: float
+    next_seeding: float | None  # yr; None before the first seeding
     next_id: int
     thk_prev: Any
 
@@ -183,10 +183,8 @@ def igm_process_initialize(params: Params, state) -> None:
             raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(params, key)}")
     state.declare_all(VARIABLES.values(), provider="process 'particles'")
     state.particles = empty()
-    tracker = Tracker(np.random.default_rng(params.seed), float(state.t), 0, state.thk)
-    state.extras["particles"] = tracker
-    seed(params, state, tracker)
-    tracker.next_seeding = float(state.t) + params.frequency_seeding
+    # the first seeding happens at the first update, when smb is up to date
+    state.extras["particles"] = Tracker(np.random.default_rng(params.seed), None, 0, state.thk)
 
 
 @hookimpl
@@ -196,6 +194,7 @@ def igm_process_update(params: Params, state) -> None:
     if dt > 0:
         advect(params, state, dt, (state.thk - tracker.thk_prev) / dt)
         tracker.thk_prev = state.thk
-    if float(state.t) >= tracker.next_seeding - 1e-6:
+    if tracker.next_seeding is None or float(state.t) >= tracker.next_seeding - 1e-6:
         seed(params, state, tracker)
-        tracker.next_seeding += params.frequency_seeding
+        start = float(state.t) if tracker.next_seeding is None else tracker.next_seeding
+        tracker.next_seeding = start + params.frequency_seeding

@@ -8,15 +8,19 @@ first and after the last row)::
     smb = gradabl * (z - ela)                  where z < ela  (ablation)
     smb = min(gradacc * (z - ela), accmax)     where z >= ela (accumulation)
 
-in m ice equivalent per year. The table is ``array`` (a header row naming
+in m ice equivalent per year; with ``mask_accumulation`` (default) and an
+``icemask`` in the State, only ablation applies where ``icemask`` is 0. The
+table is ``array`` (a header row naming
 the columns ``time, gradabl, gradacc, ela, accmax`` in any order, then rows
 of numbers, as in the IGM documentation) or a text ``file`` of the same
 table (whitespace or comma separated; the file wins when both are given).
-The field is recomputed every ``update_freq`` years.
+The field is recomputed every ``update_freq`` years, and at the first
+update (the clock is set by ``time``, which may come later in the list).
 """
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,6 +46,9 @@ class Params:
     array: list[Any] = field(default_factory=_default_array)
     file: str = ""  # text table with the same header; overrides `array` when set
     update_freq: float = 1.0  # years between recomputations of smb
+    # no accumulation where the input's icemask is 0 (smb = min(smb, 0) there),
+    # so that bare peaks above the ELA do not grow new glaciers
+    mask_accumulation: bool = True
 
 
 requires = ("usurf",)
@@ -101,6 +108,8 @@ def mass_balance(usurf: Any, gradabl: float, gradacc: float, ela: float, accmax:
 
 @hookimpl
 def igm_process_initialize(params: Params, state, run) -> None:
+    import tensorflow as tf
+
     if not params.update_freq >= 0:
         raise ConfigError(f"{KEY}.update_freq must be >= 0 years, got {params.update_freq}")
     if params.file:
@@ -112,14 +121,22 @@ def igm_process_initialize(params: Params, state, run) -> None:
     else:
         table = parse_table(list(params.array), f"{KEY}.array")
     state.extras["smb_simple"] = {"table": table, "t_last": None}
-    update(state)
+    if math.isfinite(state.t):
+        update(params, state)
+    else:  # the clock starts later (time comes after smb_simple): first update computes it
+        state.smb = tf.zeros_like(state.usurf)
 
 
-def update(state) -> None:
+def update(params: Params, state) -> None:
     """Recompute ``state.smb`` from ``state.usurf`` at ``state.t``."""
+    import tensorflow as tf
+
     memory = state.extras["smb_simple"]
     p = parameters_at(memory["table"], float(state.t))
-    state.smb = mass_balance(state.usurf, **p)
+    smb = mass_balance(state.usurf, **p)
+    if params.mask_accumulation and state.has("icemask"):
+        smb = tf.where(state.icemask > 0.5, smb, tf.minimum(smb, 0.0))
+    state.smb = smb
     memory["t_last"] = float(state.t)
 
 
@@ -127,4 +144,4 @@ def update(state) -> None:
 def igm_process_update(params: Params, state) -> None:
     t_last = state.extras["smb_simple"]["t_last"]
     if t_last is None or float(state.t) - t_last >= params.update_freq - 1e-9:
-        update(state)
+        update(params, state)
