@@ -21,6 +21,7 @@ edge), integrals in ``zeta`` trapezoidal; W is 0 where there is no ice.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache, partial
 from typing import Any
 
 from igm_core import hookimpl
@@ -105,10 +106,17 @@ def vertical_velocity(U: Any, V: Any, zeta: Any, thk: Any, topg: Any, dx: float,
     return tf.where(thk > 0, w, tf.zeros_like(w))
 
 
+@cache
+def _compiled(method: str, dx: float) -> Any:
+    import tensorflow as tf
+
+    return tf.function(partial(vertical_velocity, dx=dx, method=method), reduce_retracing=True)
+
+
 def update(params: Params, state) -> None:
     """Recompute ``state.W`` and ``state.wvelsurf``."""
-    state.W = vertical_velocity(state.U, state.V, state.zeta, state.thk, state.topg, state.dx,
-                                params.method)
+    state.W = _compiled(params.method, float(state.dx))(state.U, state.V, state.zeta, state.thk,
+                                                         state.topg)
     state.wvelsurf = state.W[-1]
 
 
