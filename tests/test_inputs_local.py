@@ -8,11 +8,11 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
-from igm_plugins.inputs import local
 
 from igm_core.errors import ConfigError, DataError
 from igm_core.state import State
 from igm_core.testing import load_plugin, run_context
+from igm_plugins.inputs import local
 
 
 def write_nc(path: Path, x, y, dims=("y", "x"), **fields) -> Path:

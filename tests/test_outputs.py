@@ -15,12 +15,12 @@ import time
 import numpy as np
 import pytest
 import xarray as xr
-from igm_plugins.outputs import local, plot2d
 
 from igm_core.context import PluginInfo
 from igm_core.errors import ConfigError
 from igm_core.state import Field
 from igm_core.testing import load_plugin, make_state, run_context
+from igm_plugins.outputs import local, plot2d
 
 NX, NY = 12, 9
 

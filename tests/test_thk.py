@@ -7,10 +7,10 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from igm_plugins.processes import thk
 
 from igm_core.errors import ConfigError
 from igm_core.testing import ProcessContract, make_state, run_process
+from igm_plugins.processes import thk
 
 DX = 100.0
 

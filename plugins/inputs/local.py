@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from igm_plugins._netcdf import open_dataset, read_array
 
 from igm_core import hookimpl
 from igm_core.errors import ConfigError, DataError
 from igm_core.state import KNOWN_FIELDS, Field
+from igm_plugins._netcdf import open_dataset, read_array
 
 log = logging.getLogger("igm")
 

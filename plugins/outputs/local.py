@@ -30,12 +30,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from igm_plugins._netcdf import add_coordinate, define_variable, global_attributes, open_dataset
 
 from igm_core import hookimpl
 from igm_core.errors import ConfigError
 from igm_core.files import atomic_path
 from igm_core.state import Field
+from igm_plugins._netcdf import add_coordinate, define_variable, global_attributes, open_dataset
 
 log = logging.getLogger("igm")
 
