@@ -31,8 +31,10 @@ import math
 import os
 import platform
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -56,6 +58,7 @@ DIFF_KEYS = ("thk_vs_igm", "speed_vs_igm", "thk_vs_solved", "speed_vs_solved",
              "speed_vs_solve")
 SWEEP_KEY = "processes.particles.density_seeding"
 SWEEP_VALUES = "0.1,0.2,0.3,0.4"
+TIMEOUT_S = 1800.0  # s: longest a single run or sweep may take (--timeout)
 
 
 @dataclass
@@ -230,18 +233,26 @@ def resolve_data(name: str, ours_py: Path) -> Path:
 # -- running and measuring ---------------------------------------------------------
 
 
-def timed(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None
-          ) -> tuple[int, float, float, float]:
-    """Run ``cmd`` in ``cwd`` with output to ``log``; return (exit status,
-    start time since the epoch, wall time s, peak resident memory MiB of the
-    largest process of the tree)."""
+def timed(cmd: list[str], cwd: Path, log: Path) -> tuple[int, float, float, float]:
+    """Run ``cmd`` in ``cwd`` (its own process group) with output to
+    ``log``, killing the group after ``TIMEOUT_S``; return (exit status, -9
+    when killed, start time since the epoch, wall time s, peak resident
+    memory MiB of the largest process of the tree)."""
     with open(log, "w") as out:
         start_epoch, start = time.time(), time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})})
-        _, status, usage = os.wait4(proc.pid, 0)
+                                start_new_session=True)
+        killer = threading.Timer(TIMEOUT_S, os.killpg, (proc.pid, signal.SIGKILL))
+        killer.start()
+        try:
+            _, status, usage = os.wait4(proc.pid, 0)
+        finally:
+            killer.cancel()
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode == -signal.SIGKILL:
+        with open(log, "a") as out:
+            out.write(f"\ncompare_igm: killed after {TIMEOUT_S:.0f} s (--timeout)\n")
     return proc.returncode, start_epoch, wall, usage.ru_maxrss / 1024.0
 
 
@@ -568,8 +579,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--save", type=float, default=10.0, help="years between saves")
     p.add_argument("--method", default="", help="our processes.iceflow.method (default: ours)")
     p.add_argument("--reference", nargs="*", default=[
-        "processes.iceflow.method=solved", "processes.iceflow.solver.nbitmax=1000",
-        "processes.iceflow.solver.stop_rtol=1e-7"],
+        "processes.iceflow.method=solved", "processes.iceflow.solver.nbitmax=600"],
                    help="settings of the converged solved run of ours (key=value ...)")
     p.add_argument("--no-reference", action="store_true",
                    help="skip the solved reference runs and solves")
@@ -583,6 +593,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--sweep-key", default=SWEEP_KEY, help="our key swept with 4 values")
     p.add_argument("--profile", action="store_true",
                    help="run our main cases under py-spy and print where the time goes")
+    p.add_argument("--timeout", type=float, default=TIMEOUT_S,
+                   help="kill a run or sweep after this many seconds")
     p.add_argument("--workdir", type=Path, default=BENCH / ".runs")
     p.add_argument("--igm-venv", type=Path, default=IGM_VENV)
     p.add_argument("--json", type=Path, default=None, help="write the measures here")
@@ -597,7 +609,9 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    global TIMEOUT_S
     args = parse_args(argv)
+    TIMEOUT_S = args.timeout
     if args.profile and args.report:
         sys.exit("compare_igm: --profile slows the profiled runs down: run it without --report")
     models = [m.strip() for m in args.models.split(",") if m.strip()]
