@@ -545,7 +545,9 @@ def report_text(info: dict[str, str], notes: list[str], measures: list[Measure],
     parts += [f"- {k}: {v}" for k, v in info.items()]
     parts += ["", "Translations and adjustments made for this run:", ""]
     parts += [f"- {n}" for n in notes] or ["- none"]
-    parts += ["", table(measures), "", "Speed ratios (IGM time / our time):", ""]
+    parts += ["", table(measures), ""]
+    parts += [f"- {m.label} did not finish: {m.error}" for m in measures if m.status != "ok"]
+    parts += ["", "Speed ratios (IGM time / our time):", ""]
     parts += ratios(measures) or ["- not available (a model did not run)"]
     if sweeps:
         parts += ["", f"4-job sweep ({SWEEP_KEY}, translated for IGM), 2 parallel jobs with "
@@ -588,7 +590,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "15 s per simulated year at 100 m on 2 CPU cores)")
     p.add_argument("--sweep", action="store_true", help="time the 4-job sweeps")
     p.add_argument("--sweep-ratio", type=int, default=2)
-    p.add_argument("--sweep-years", type=float, nargs=2, default=[1900.0, 1920.0])
+    p.add_argument("--sweep-years", type=float, nargs=2, default=[1900.0, 1910.0])
     p.add_argument("--sweep-launchers", nargs="+", default=["basic", "joblib"])
     p.add_argument("--sweep-key", default=SWEEP_KEY, help="our key swept with 4 values")
     p.add_argument("--profile", action="store_true",
@@ -606,6 +608,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def parse_settings(items: list[str]) -> dict[str, Any]:
     """``key=value`` strings to a dict, values parsed as YAML scalars."""
     return {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in items)}
+
+
+def save(record: dict[str, Any], measures: list[Measure], args: argparse.Namespace) -> None:
+    """Write the record to --json, and with --report to bench/results.json,
+    bench/time_per_year.png and the harness's section of bench/RESULTS.md."""
+    record["machine"]["load_average_at_end"] = " ".join(f"{v:.2f}" for v in os.getloadavg())
+    if args.json:
+        args.json.write_text(json.dumps(record, indent=2))
+    if args.report:
+        (BENCH / "results.json").write_text(json.dumps(record, indent=2))
+        plot(measures, BENCH / "time_per_year.png")
+        write_report(report_text(record["machine"], record["notes"], measures,
+                                 record["sweeps"]), BENCH / "RESULTS.md")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -652,14 +667,6 @@ def main(argv: list[str] | None = None) -> int:
     translation_notes = (to_igm321(base, ours_masks_smb=ours_masks_smb()).notes
                          if "igm" in models else [])
 
-    sweeps: list[dict[str, Any]] = []
-    if args.sweep:
-        for model in models:
-            for launcher in args.sweep_launchers:
-                sweeps.append(run_sweep(model, launcher, base, args.workdir, pythons,
-                                        args.sweep_ratio, tuple(args.sweep_years),
-                                        args.sweep_key, ours_settings))
-
     profiles = {}
     for m in measures:
         prof = Path(m.run_dir).parent / "profile.txt"
@@ -668,22 +675,24 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\nwhere the time goes in {m.label} (% of main-thread samples, inclusive):")
             for frame, share in profiles[m.label]:
                 print(f"  {share:5.1f}%  {frame}")
+    record = {"machine": info, "notes": notes + translation_notes,
+              "runs": [asdict(m) for m in measures], "sweeps": [], "profiles": profiles}
+    save(record, measures, args)  # the main results survive a sweep that is cut short
+
+    if args.sweep:
+        for model in models:
+            for launcher in args.sweep_launchers:
+                record["sweeps"].append(run_sweep(
+                    model, launcher, base, args.workdir, pythons, args.sweep_ratio,
+                    tuple(args.sweep_years), args.sweep_key, ours_settings))
+        save(record, measures, args)
     print()
     print(table(measures))
     for line in ratios(measures):
         print(line)
-    if sweeps:
+    if record["sweeps"]:
         print()
-        print(sweep_table(sweeps))
-    record = {"machine": info, "notes": notes + translation_notes,
-              "runs": [asdict(m) for m in measures], "sweeps": sweeps, "profiles": profiles}
-    if args.json:
-        args.json.write_text(json.dumps(record, indent=2))
-    if args.report:
-        (BENCH / "results.json").write_text(json.dumps(record, indent=2))
-        plot(measures, BENCH / "time_per_year.png")
-        write_report(report_text(info, notes + translation_notes, measures, sweeps),
-                     BENCH / "RESULTS.md")
+        print(sweep_table(record["sweeps"]))
     return 0 if all(m.status == "ok" for m in measures) else 1
 
 
