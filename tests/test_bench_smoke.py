@@ -50,7 +50,7 @@ def test_igm321_translation_of_the_benchmark_experiment():
     exp = tr.experiment
     assert module_lists(exp)["processes"] == ["smb", "iceflow", "time", "thk", "particles"]
     assert exp["processes"]["smb"]["method"] == "simple"
-    assert exp["processes"]["smb"]["simple"]["array"][1] == [1900, 0.009, 0.005, 2800, 2.0]
+    assert exp["processes"]["smb"]["simple"]["array"][1] == [1900, 0.009, 0.005, 2950, 2.0]
     assert exp["processes"]["iceflow"]["vertical_velocity"]["enabled"] is True
     assert "smb_simple" not in exp["processes"]
     assert exp["inputs"]["local"]["filename"] == "input.nc"
