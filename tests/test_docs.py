@@ -321,3 +321,9 @@ def test_fields_page_lists_every_declared_field(installed_plugins) -> None:
                 for f in hook._declared(module, what):
                     assert f"| `{f.name}` | {hook._cell(f.units)} |" in page
     assert "| `thk` | m | ice thickness | (y, x) |" in page
+
+
+def test_include_marker_shows_other_files_as_code(tmp_path: Path) -> None:
+    hook = _load_hook()
+    (tmp_path / "exp.yaml").write_text("a: 1\n")
+    assert hook.included(tmp_path, "exp.yaml") == '```yaml title="exp.yaml"\na: 1\n```\n'

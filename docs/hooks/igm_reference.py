@@ -13,8 +13,9 @@ At build time this hook
   plugin's parameter table (``<!-- igm:params core -->`` for the core keys);
 * replaces ``<!-- igm:include PATH -->`` (PATH relative to the repository
   root, e.g. ``bench/RESULTS.md``) with that file's Markdown, headings one
-  level down and relative links turned into plain paths, or with a note when
-  the file does not exist yet.
+  level down and relative links turned into plain paths (any other file, such
+  as a shipped experiment, as a code block), or with a note when the file
+  does not exist yet.
 
 Each row gives the full key, its type, its default and the units and help
 text taken from the comments next to the field in the source (a trailing
@@ -365,6 +366,10 @@ def included(root: Path, rel: str) -> str:
     path = root / rel
     if not path.is_file():
         return f"!!! note\n    `{rel}` does not exist yet in this checkout.\n"
+    if path.suffix != ".md":
+        lang = {".yaml": "yaml", ".yml": "yaml", ".py": "python", ".toml": "toml"}.get(
+            path.suffix, "text")
+        return f"```{lang} title=\"{rel}\"\n{path.read_text().rstrip()}\n```\n"
     folder = Path(rel).parent.as_posix()
 
     def plain(match: re.Match) -> str:
