@@ -104,9 +104,10 @@ def create_work_file(w: Writer, state) -> None:
         tvar.axis = "T"
         add_coordinate(ds, "y", state.y, "m", "y coordinate (cell centre)", axis="Y")
         add_coordinate(ds, "x", state.x, "m", "x coordinate (cell centre)", axis="X")
-        if any(np.ndim(state.get(n)) == 3 for n in w.names):
-            nz = int(np.shape(next(state.get(n) for n in w.names if np.ndim(state.get(n)) == 3))[0])
-            zeta = np.asarray(state.get("zeta")) if state.has("zeta") else np.linspace(0, 1, nz)
+        levels = [np.shape(state.get(n))[0] for n in w.names if np.ndim(state.get(n)) == 3]
+        if levels:
+            zeta = (np.asarray(state.get("zeta")) if state.has("zeta")
+                    else np.linspace(0.0, 1.0, levels[0]))
             add_coordinate(ds, "z", zeta, "1", "relative height above the bed (0 bed, 1 surface)",
                            axis="Z")
         for name in w.names:
