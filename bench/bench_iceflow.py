@@ -1,0 +1,113 @@
+"""Time the iceflow methods on Hintereisferner at 50 m and 100 m.
+
+Each (method, resolution) runs in its own subprocess so that the peak
+resident memory (ru_maxrss) is its own. Per call: median wall time of the
+velocity computation after a warm-up (first call, with tracing/XLA
+compilation, reported apart). Per simulated year: the per-step cost times
+the steps a year takes under the time process's CFL rule (cfl 0.3,
+dt = 0.3 dx / max|u|) with the default emulator retraining (10 iterations
+every 10 steps). The `solved` warm-start step re-solves after a 0.1 %
+thinning, from the previous field.
+
+Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+METHODS = ("sia", "emulated", "solved")
+
+
+def measure(method: str, k: int, repeat: int) -> dict[str, float]:
+    """Timings of one method on the grid subsampled by k (in this process)."""
+    import importlib.resources as res
+
+    import netCDF4
+    import numpy as np
+    import tensorflow as tf
+
+    import igm_plugins.processes.iceflow as iceflow
+    from igm_core.testing import make_state
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
+        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
+    dx = 50.0 * k
+    state = make_state(nx=thk.shape[1], ny=thk.shape[0], dx=dx, thk=thk, topg=topg)
+    p = iceflow.Params(method=method)
+    flow = IceFlow(p, state, None)
+    out: dict[str, float] = {}
+    t0 = time.perf_counter()
+    flow.update(state, initial=True)
+    out["first_call_s"] = time.perf_counter() - t0
+    times = []
+    for i in range(repeat):
+        state.thk = tf.constant(thk * (1 - 1e-3 * (i + 1)))
+        state.usurf = tf.constant(topg + thk * (1 - 1e-3 * (i + 1)))
+        state.it = i + 1  # not a retraining step (those are timed apart)
+        t0 = time.perf_counter()
+        flow.update(state)
+        _ = float(tf.reduce_sum(state.U))
+        times.append(time.perf_counter() - t0)
+    out["per_call_s"] = float(np.median(times))
+    if method == "emulated":
+        args = flow.inputs(state)
+        flow.emulator.train(args, 2)
+        t0 = time.perf_counter()
+        flow.emulator.train(args, p.emulator.nbit)
+        out["retrain_s"] = time.perf_counter() - t0
+        step = out["per_call_s"] + out["retrain_s"] / p.emulator.retrain_freq
+    else:
+        step = out["per_call_s"]
+    vmax = max(float(np.abs(np.asarray(state.ubar)).max()),
+               float(np.abs(np.asarray(state.vbar)).max()), 1e-6)
+    out["steps_per_year"] = vmax / (0.3 * dx)
+    out["per_year_s"] = step * max(out["steps_per_year"], 1.0)
+    out["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(measure(args.one[0], int(args.one[1]), args.repeat)))
+        return
+    import numpy as np
+    import tensorflow as tf
+
+    print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}, "
+          f"tensorflow {tf.__version__}, numpy {np.__version__}")
+    print("| method | grid | first call (s) | per call (s) | retrain 10 it (s) | steps/yr | "
+          "per sim. year (s) | peak RSS (MB) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for k, label in ((2, "100 m (90x110)"), (1, "50 m (180x220)")):
+        for method in args.methods:
+            res = subprocess.run([sys.executable, __file__, "--one", method, str(k),
+                                  "--repeat", str(args.repeat)], capture_output=True, text=True)
+            if res.returncode != 0:
+                print(f"| {method} | {label} | failed: {res.stderr.strip().splitlines()[-1]} |")
+                continue
+            r = json.loads(res.stdout.strip().splitlines()[-1])
+            retrain = f"{r['retrain_s']:.3f}" if "retrain_s" in r else "-"
+            print(f"| {method} | {label} | {r['first_call_s']:.2f} | {r['per_call_s']:.4f} | "
+                  f"{retrain} | {r['steps_per_year']:.2f} | {r['per_year_s']:.3f} | "
+                  f"{r['peak_rss_mb']:.0f} |", flush=True)
+
+
+if __name__ == "__main__":
+    main()
