@@ -99,12 +99,21 @@ def run_process(module: ModuleType, state: State, params: Any = None, steps: int
 
 def check_declared_fields(module: ModuleType, state: State, params: Any = None) -> None:
     """Assert that every field ``module`` declares in ``provides`` is in the
-    State, finite, and shaped as its dims say (``(ny, nx)`` for 2-D)."""
+    State, finite, and shaped as its dims say (``(ny, nx)`` for 2-D); a field
+    holding a dict of 1-D arrays (particles) must have arrays of one length."""
     _, plugin = load_plugin(module, _stage_of(module), params)
     ny, nx = state.grid.shape
     for field in plugin.provides():
         assert state.has(field.name), f"declared field '{field.name}' is not in the State"
-        value = np.asarray(state.get(field.name))
+        value = state.get(field.name)
+        if isinstance(value, dict):  # a collection of 1-D arrays (e.g. particles)
+            lengths = {np.asarray(v).shape for v in value.values()}
+            assert len(lengths) <= 1, f"field '{field.name}' holds arrays of shapes {lengths}"
+            for key, item in value.items():
+                assert np.all(np.isfinite(np.asarray(item, dtype="float64"))), (
+                    f"field '{field.name}[{key}]' has non-finite values")
+            continue
+        value = np.asarray(value)
         assert np.all(np.isfinite(value)), f"field '{field.name}' has non-finite values"
         if field.dims[-2:] == ("y", "x"):
             assert value.shape[-2:] == (ny, nx), (

@@ -280,3 +280,25 @@ def test_kit_runs_a_process_and_checks_its_fields(tmp_path):
 
 def test_hookimpl_is_exported():
     assert callable(hookimpl) and Field("a", "m", "a").dims == ("y", "x")
+
+
+def test_kit_checks_a_dict_field(tmp_path):
+    from igm_core.testing import check_declared_fields
+
+    module = make_module("_bag", """
+        from dataclasses import dataclass
+        from igm_core import Field, hookimpl
+        provides = (Field("bag", "1", "a dict of 1-D arrays"),)
+        @dataclass
+        class Params:
+            pass
+        @hookimpl
+        def igm_process_update(state):
+            pass
+    """)
+    state = make_state()
+    state.bag = {"x": [1.0, 2.0], "y": [3.0, 4.0]}
+    check_declared_fields(module, state)
+    state.bag = {"x": [1.0, 2.0], "y": [3.0]}
+    with pytest.raises(AssertionError, match="holds arrays of shapes"):
+        check_declared_fields(module, state)
