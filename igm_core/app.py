@@ -37,6 +37,7 @@ from igm_core.errors import ConfigError, IgmError, PluginError
 from igm_core.files import write_json
 from igm_core.observers import format_timings
 from igm_core.plugins import (
+    SINGULAR,
     STAGES,
     PluginEntry,
     discover,
@@ -91,6 +92,14 @@ def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
             if name not in found[stage]:
                 raise PluginError(unknown_plugin_message(stage, str(name), found[stage]))
             entry = found[stage][name]
+            schema = OmegaConf.get_type(node[name])
+            known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(
+                schema) else set(node[name])
+            extra = sorted(set(node[name]) - known)
+            if extra:
+                raise ConfigError(f"{stage}.{name}.{extra[0]} is not a parameter of "
+                                  f"{SINGULAR[stage]} '{name}' (parameters: "
+                                  f"{', '.join(sorted(known)) or 'none'})")
             chosen.append((entry, OmegaConf.to_object(node[name])))
         selection[stage] = chosen
     return selection

@@ -211,3 +211,9 @@ def test_readme_test_command_is_what_ci_runs():
     command = next(ln.strip() for ln in readme.splitlines() if "tox" in ln and ln.strip()
                    and not ln.startswith("#"))
     assert command in ci
+
+
+def test_added_unknown_key_is_refused(experiment_dir):
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "+processes.time.new_key=1"], cwd))
+    assert "processes.time.new_key is not a parameter of process 'time'" in line
