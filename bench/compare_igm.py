@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import math
 import os
@@ -500,6 +501,11 @@ def machine(pythons: dict[str, Path]) -> dict[str, str]:
             "ours": f"igm-core {version_of(pythons['ours'], 'igm-core')} (git {commit}), "
                     f"tensorflow {version_of(pythons['ours'], 'tensorflow')}, "
                     f"numpy {version_of(pythons['ours'], 'numpy')}"}
+    weights = Path(__file__).resolve().parents[1] / "plugins/processes/iceflow/emulator_weights.npz"
+    if weights.exists():
+        digest = hashlib.sha256(weights.read_bytes()).hexdigest()[:12]
+        stamp = dt.datetime.fromtimestamp(weights.stat().st_mtime, dt.timezone.utc)
+        info["ours_emulator_weights"] = f"sha256 {digest}, written {stamp:%Y-%m-%d %H:%M} UTC"
     if "igm" in pythons:
         info["igm"] = (f"igm-model {version_of(pythons['igm'], 'igm-model')}, "
                        f"tensorflow {version_of(pythons['igm'], 'tensorflow')}, "
