@@ -197,11 +197,11 @@ def prepare(case: Case, base: dict[str, Any], work: Path, ours_py: Path
 
 
 def ours_masks_smb() -> bool:
-    """Whether our smb_simple handles SMB outside the ice mask, as IGM
-    3.2.1's smb does (a ``smb_outside_icemask`` parameter)."""
+    """Whether our smb_simple, by default, keeps accumulation off cells
+    outside the ice mask, as IGM 3.2.1's smb does."""
     from igm_plugins.processes import smb_simple
 
-    return "smb_outside_icemask" in smb_simple.Params.__dataclass_fields__
+    return bool(getattr(smb_simple.Params(), "mask_accumulation", False))
 
 
 def copy_netcdf(src: Path, dst: Path, drop: list[str]) -> None:

@@ -122,7 +122,10 @@ def to_igm321(ours: dict[str, Any], igm_default_method: str = "unified",
         processes["smb"] = {"method": "simple", "simple": simple}
         note("process smb_simple -> process smb with processes.smb.method: simple; "
              "processes.smb_simple.* -> processes.smb.simple.* (array, file, update_freq)")
-        if not ours_masks_smb:
+        if ours_masks_smb:
+            note("icemask kept: outside it, IGM 3.2.1's smb turns a positive SMB into "
+                 "smb_outside_icemask (-10 m/yr), ours into 0 (mask_accumulation)")
+        else:
             out.drop_variables.append("icemask")
             note("icemask left out of IGM's copy of the input: IGM 3.2.1's smb sets positive "
                  "SMB outside icemask to smb_outside_icemask (-10 m/yr), ours (like IGM 3.0's "
