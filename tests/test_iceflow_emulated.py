@@ -37,23 +37,19 @@ def rel_l2_over_ice(a: np.ndarray, b: np.ndarray, thk: np.ndarray) -> float:
 
 def test_shipped_weights_give_finite_velocities_of_the_right_magnitude(tmp_path) -> None:
     """The pretrained network, without any retraining, on Hintereisferner at
-    100 m: finite, zero off the ice, and within a factor 2 of the shallow-ice
-    speeds (surface speeds of tens of m/yr)."""
+    100 m: finite, zero off the ice, and of the magnitude of the converged
+    `solved` field (max 81 m/yr, median over ice 16 m/yr with the default A
+    and C): max within [20, 200] m/yr, median within a factor 2."""
     state = hef_state(2)
     p = iceflow.Params()  # emulated, pretrained
     p.emulator.retrain_freq = 0
     run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
     emu = surface_speed(state)
-    thk = np.asarray(state.thk)
+    ice = np.asarray(state.thk) > 0.1
     assert np.all(np.isfinite(np.asarray(state.U)))
-    assert np.all(emu[thk <= 0.1] == 0.0)
-    sia_state = hef_state(2)
-    run_process(iceflow, sia_state, params=iceflow.Params(method="sia"), steps=0,
-                output_dir=tmp_path)
-    ref = surface_speed(sia_state)[thk > 0.1]
-    ratio = np.linalg.norm(emu[thk > 0.1]) / np.linalg.norm(ref)
-    assert 0.5 < ratio < 2.0
-    assert 10.0 < emu.max() < 500.0
+    assert np.all(emu[~ice] == 0.0)
+    assert 20.0 < emu.max() < 200.0
+    assert 8.0 < np.median(emu[ice]) < 32.0
 
 
 def test_frames_reproduce_the_whole_grid(tmp_path) -> None:
