@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-import igm_plugins.processes.iceflow as iceflow
 import numpy as np
 import pytest
 
+import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
 from igm_core.testing import ProcessContract, check_declared_fields, make_state, run_process
 
