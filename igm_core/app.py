@@ -150,7 +150,6 @@ def run_job(cfg: DictConfig) -> float:
     output_dir = Path(hc.runtime.output_dir)
     multirun = hc.mode == RunMode.MULTIRUN
     core: CoreParams = OmegaConf.to_object(cfg.core)
-    _setup_logging(core, output_dir)
     launch_dir = Path(hc.runtime.cwd)
     data_dir = Path(core.folder_data).expanduser()
     ctx = RunContext(
@@ -163,14 +162,15 @@ def run_job(cfg: DictConfig) -> float:
     )
     resolved = OmegaConf.to_yaml(cfg, resolve=True)
     (output_dir / "config_resolved.yaml").write_text(resolved)
-    if core.print_params:
-        log.info("parameters:\n%s", resolved)
     result = engine.RunResult()
     summary: dict[str, Any] = {"job_num": ctx.job_num, "overrides": list(ctx.overrides),
                                "status": "running", "started_at": time.time(),
                                **hardware.process_info()}
     write_json(output_dir / "run_summary.json", summary)  # a killed job stays "running"
     try:
+        _setup_logging(core, output_dir)
+        if core.print_params:
+            log.info("parameters:\n%s", resolved)
         placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
         summary.update(placement.as_dict())
         if core.url_data:
