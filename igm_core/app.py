@@ -44,6 +44,7 @@ from igm_core.plugins import (
     format_listing,
     unknown_plugin_message,
 )
+from igm_core.quiet import quiet_tensorflow
 
 log = logging.getLogger("igm")
 MAX_ERROR_CHARS = 600
@@ -290,7 +291,7 @@ def main() -> None:
             sys.exit(f"igm_run: error: {exc}")
         return
     debug = _debug_requested(argv)
-    hardware.quiet_tensorflow(debug)
+    quiet_tensorflow(debug)
     os.environ["HYDRA_FULL_ERROR"] = "1"
     found = None
     try:

@@ -80,17 +80,14 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
     timer = Timer()
     plugins = PluginSet(selection, observers=[timer, Progress(progress, ctx.multirun), *observers])
     plugins.check_fields()
-    for stage in STAGES:
-        for p in plugins.stages[stage]:
-            timer.names[id(p.params)] = p.key
     if not plugins.stages["processes"]:
         raise PluginError("no process selected: list at least 'time' in processes")
     ctx = dataclasses.replace(ctx, plugins=plugins.infos)
     result.plugins = [dataclasses.asdict(info) for info in ctx.plugins]
     state = State()
-    state.set_providers(plugins.providers())
     for stage in STAGES:
         for p in plugins.stages[stage]:
+            timer.names[id(p.params)] = p.key
             state.declare_all(p.provides(), provider=p.entry.label)
 
     def stage_call(stage: str, hook: str, **kwargs: Any) -> None:

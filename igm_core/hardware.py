@@ -57,11 +57,6 @@ class Placement:
                 "fresh_process": self.fresh_process}
 
 
-def quiet_tensorflow(debug: bool) -> None:
-    """Silence TensorFlow's C++ start-up chatter unless ``debug``."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
-
-
 def available_gpus() -> list[str]:
     """GPU identifiers this process may use, without starting TensorFlow:
     the entries of the inherited CUDA_VISIBLE_DEVICES, else one per GPU the

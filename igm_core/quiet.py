@@ -34,10 +34,16 @@ def muted_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+def quiet_tensorflow(debug: bool) -> None:
+    """Set TensorFlow's C++ log level for this process (and its children,
+    e.g. a job's fresh process): errors only, or everything when ``debug``."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "0" if debug else "3")
+
+
 def start_tensorflow(quiet: bool = True) -> None:
     """Import TensorFlow and initialise its devices; silently unless
-    ``quiet`` is false (debug logging). Does nothing once TensorFlow runs."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3" if quiet else "0")
+    ``quiet`` is false (debug logging)."""
+    quiet_tensorflow(debug=not quiet)
     if not quiet:
         import tensorflow  # noqa: F401
         return

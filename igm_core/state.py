@@ -9,7 +9,7 @@ repeating it. This module does not import TensorFlow.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -179,10 +179,6 @@ class State:
         """Declare several fields (see :meth:`declare`)."""
         for f in fields:
             self.declare(f, provider)
-
-    def set_providers(self, providers: Mapping[str, str]) -> None:
-        """Record which plugin provides each field (for error messages)."""
-        self._providers.update(providers)
 
     def meta(self, name: str) -> Field:
         """Metadata of field ``name``."""
