@@ -63,81 +63,40 @@ def test_processes_are_called_in_config_order_not_registration_order():
     assert calls == order * 2
 
 
-def test_unknown_hook_name_is_refused_with_a_suggestion():
-    make_module("_typo_hook", """
-        from dataclasses import dataclass
-        from igm_core import hookimpl
-        @dataclass
-        class Params:
-            pass
-        @hookimpl
-        def igm_process_updte(params, state):
-            pass
-    """)
-    with pytest.raises(PluginError, match=r"unknown hook 'igm_process_updte' \(did you mean "
-                                          r"'igm_process_update'\?\)"):
-        PluginSet({"processes": [(entry("processes", "typo", "_typo_hook"), None)]})
+HOOK_PLUGIN = """
+from dataclasses import dataclass
+from igm_core import hookimpl
+
+@dataclass
+class Params:
+    pass
+
+{decorator}
+def {hook}({args}):
+    pass
+"""
+
+BAD_HOOKS = {
+    "unknown name": ("@hookimpl", "igm_process_updte", "params, state",
+                     r"unknown hook 'igm_process_updte' \(did you mean 'igm_process_update'\?\)"),
+    "wrong signature": ("@hookimpl", "igm_process_update", "params, state, velocity",
+                        r"process 'bad' \(test-dist\) breaks the hook contract: .*velocity"),
+    "unmarked": ("", "igm_process_update", "params, state",
+                 r"'igm_process_update' is not marked with @igm_core\.hookimpl"),
+    "another stage": ("@hookimpl", "igm_output_update", "params, state, run",
+                      "implements 'igm_output_update', a hook of another stage"),
+    "tryfirst": ("@hookimpl(tryfirst=True)", "igm_process_update", "params, state",
+                 "tryfirst/trylast"),
+}
 
 
-def test_wrong_signature_is_refused():
-    make_module("_bad_signature", """
-        from dataclasses import dataclass
-        from igm_core import hookimpl
-        @dataclass
-        class Params:
-            pass
-        @hookimpl
-        def igm_process_update(params, state, velocity):
-            pass
-    """)
-    with pytest.raises(PluginError, match=r"process 'bad' \(test-dist\) breaks the hook "
-                                          r"contract: .*velocity"):
-        PluginSet({"processes": [(entry("processes", "bad", "_bad_signature"), None)]})
-
-
-def test_unmarked_hook_function_is_refused():
-    make_module("_unmarked", """
-        from dataclasses import dataclass
-        @dataclass
-        class Params:
-            pass
-        def igm_process_update(params, state):
-            pass
-    """)
-    with pytest.raises(PluginError, match=r"'igm_process_update' is not marked with "
-                                          r"@igm_core\.hookimpl"):
-        PluginSet({"processes": [(entry("processes", "unmarked", "_unmarked"), None)]})
-
-
-def test_hook_of_another_stage_is_refused():
-    make_module("_wrong_stage", """
-        from dataclasses import dataclass
-        from igm_core import hookimpl
-        @dataclass
-        class Params:
-            pass
-        @hookimpl
-        def igm_output_update(params, state, run):
-            pass
-    """)
-    with pytest.raises(PluginError, match="implements 'igm_output_update', a hook of another "
-                                          "stage"):
-        PluginSet({"processes": [(entry("processes", "ws", "_wrong_stage"), None)]})
-
-
-def test_tryfirst_is_refused():
-    make_module("_tryfirst", """
-        from dataclasses import dataclass
-        from igm_core import hookimpl
-        @dataclass
-        class Params:
-            pass
-        @hookimpl(tryfirst=True)
-        def igm_process_update(params, state):
-            pass
-    """)
-    with pytest.raises(PluginError, match="tryfirst/trylast"):
-        PluginSet({"processes": [(entry("processes", "tf", "_tryfirst"), None)]})
+@pytest.mark.parametrize("case", sorted(BAD_HOOKS))
+def test_bad_hook_implementation_is_refused(case):
+    decorator, hook, args, message = BAD_HOOKS[case]
+    name = "_bad_hook_" + case.replace(" ", "_")
+    make_module(name, HOOK_PLUGIN.format(decorator=decorator, hook=hook, args=args))
+    with pytest.raises(PluginError, match=message):
+        PluginSet({"processes": [(entry("processes", "bad", name), None)]})
 
 
 def test_plugin_without_params_dataclass_is_refused():
