@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -77,14 +78,30 @@ def empty() -> dict[str, Any]:
     return {k: tf.zeros([0], tf.int64 if k == "id" else tf.float64) for k in VARIABLES}
 
 
-def bilinear(fields: Any, x: Any, y: Any, state) -> Any:
+@dataclass(frozen=True)
+class Lattice:
+    """Where the grid nodes are: first cell centre (m), cell size (m), shape."""
+
+    x0: float
+    y0: float
+    dx: float
+    ny: int
+    nx: int
+
+    @classmethod
+    def of(cls, state) -> Lattice:
+        ny, nx = state.grid.shape
+        return cls(float(state.x[0]), float(state.y[0]), float(state.dx), ny, nx)
+
+
+def bilinear(fields: Any, x: Any, y: Any, lattice: Lattice) -> Any:
     """Fields (k, ny, nx) at the points (x, y) (m, float64): (k, p) float64,
     constant beyond the outermost cell centres."""
     import tensorflow as tf
 
-    ny, nx = state.grid.shape
-    fx = tf.clip_by_value((x - float(state.x[0])) / state.dx, 0.0, nx - 1.0)
-    fy = tf.clip_by_value((y - float(state.y[0])) / state.dx, 0.0, ny - 1.0)
+    ny, nx = lattice.ny, lattice.nx
+    fx = tf.clip_by_value((x - lattice.x0) / lattice.dx, 0.0, nx - 1.0)
+    fy = tf.clip_by_value((y - lattice.y0) / lattice.dx, 0.0, ny - 1.0)
     i0 = tf.minimum(tf.floor(fx), nx - 2.0)
     j0 = tf.minimum(tf.floor(fy), ny - 2.0)
     wx, wy = fx - i0, fy - j0
@@ -137,11 +154,45 @@ def seed(params: Params, state, tracker: Tracker) -> None:
         "rh": tf.ones([n], tf.float64),
         "englt": tf.zeros([n], tf.float64),
     }
-    usurf = bilinear(tf.stack([state.topg + state.thk]), new["x"], new["y"], state)[0]
+    usurf = bilinear(tf.stack([state.topg + state.thk]), new["x"], new["y"],
+                     Lattice.of(state))[0]
     new["z"] = usurf
     tracker.next_id += n
     state.particles = {k: tf.concat([state.particles[k], new[k]], axis=0) for k in VARIABLES}
     log.debug("%s: seeded %d particles at t=%g", KEY, n, float(state.t))
+
+
+@cache
+def _mover(lattice: Lattice, thk_min: float) -> Any:
+    """The compiled particle step on a grid (built once per grid)."""
+    import tensorflow as tf
+
+    half = 0.5 * lattice.dx
+    x_max = lattice.x0 + (lattice.nx - 1) * lattice.dx + half
+    y_max = lattice.y0 + (lattice.ny - 1) * lattice.dx + half
+
+    @tf.function(reduce_retracing=True)
+    def move(U, V, W, zeta, thk, topg, dhdt, x, y, rh, englt, dt):
+        nz = U.shape[0]
+        bx, by = gradient(topg, lattice.dx)
+        hx, hy = gradient(thk, lattice.dx)
+        stack = tf.concat([U, V, W, tf.stack([thk, bx, by, hx, hy, dhdt])], axis=0)
+        at = bilinear(stack, x, y, lattice)
+        u = on_levels(at[:nz], zeta, rh)
+        v = on_levels(at[nz:2 * nz], zeta, rh)
+        w = on_levels(at[2 * nz:3 * nz], zeta, rh)
+        h, bx, by, hx, hy, dh = tf.unstack(at[3 * nz:])
+        drh = (w - u * bx - v * by - rh * (dh + u * hx + v * hy)) / tf.maximum(h, thk_min)
+        rh = tf.clip_by_value(rh + dt * drh, 0.0, 1.0)
+        x, y = x + dt * u, y + dt * v
+        englt = englt + dt * tf.cast(rh < 1.0, tf.float64)
+        inside = ((x >= lattice.x0 - half) & (x <= x_max)
+                  & (y >= lattice.y0 - half) & (y <= y_max))
+        geometry = bilinear(tf.stack([thk, topg]), x, y, lattice)
+        keep = inside & (geometry[0] >= thk_min)
+        return x, y, rh, englt, geometry[1] + rh * geometry[0], keep
+
+    return move
 
 
 def advect(params: Params, state, dt: float, dhdt: Any) -> None:
@@ -152,27 +203,11 @@ def advect(params: Params, state, dt: float, dhdt: Any) -> None:
     p = state.particles
     if int(p["x"].shape[0]) == 0:
         return
-    nz = int(state.U.shape[0])
-    bx, by = gradient(state.topg, state.dx)
-    hx, hy = gradient(state.thk, state.dx)
-    stack = tf.concat([state.U, state.V, state.W,
-                       tf.stack([state.thk, bx, by, hx, hy, dhdt])], axis=0)
-    at = bilinear(stack, p["x"], p["y"], state)
-    u = on_levels(at[:nz], state.zeta, p["rh"])
-    v = on_levels(at[nz:2 * nz], state.zeta, p["rh"])
-    w = on_levels(at[2 * nz:3 * nz], state.zeta, p["rh"])
-    h, bx, by, hx, hy, dh = tf.unstack(at[3 * nz:])
-    rh = p["rh"]
-    drh = (w - u * bx - v * by - rh * (dh + u * hx + v * hy)) / tf.maximum(h, params.thk_min)
-    rh = tf.clip_by_value(rh + dt * drh, 0.0, 1.0)
-    moved = dict(p, x=p["x"] + dt * u, y=p["y"] + dt * v, rh=rh,
-                 englt=p["englt"] + dt * tf.cast(rh < 1.0, tf.float64))
-    half = 0.5 * state.dx
-    inside = ((moved["x"] >= state.x[0] - half) & (moved["x"] <= state.x[-1] + half)
-              & (moved["y"] >= state.y[0] - half) & (moved["y"] <= state.y[-1] + half))
-    geometry = bilinear(tf.stack([state.thk, state.topg]), moved["x"], moved["y"], state)
-    keep = inside & (geometry[0] >= params.thk_min)
-    moved["z"] = geometry[1] + moved["rh"] * geometry[0]
+    move = _mover(Lattice.of(state), float(params.thk_min))
+    x, y, rh, englt, z, keep = move(state.U, state.V, state.W, tf.cast(state.zeta, tf.float64),
+                                    state.thk, state.topg, dhdt, p["x"], p["y"], p["rh"],
+                                    p["englt"], tf.constant(dt, tf.float64))
+    moved = dict(p, x=x, y=y, rh=rh, englt=englt, z=z)
     state.particles = {k: tf.boolean_mask(v, keep) for k, v in moved.items()}
 
 

@@ -20,7 +20,8 @@ import numpy as np
 import tensorflow as tf
 
 from igm_core.errors import ConfigError, DataError
-from igm_plugins.processes.iceflow._physics import FlowConstants, energy, node_gradient
+from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
+from igm_plugins.processes.iceflow._solver import make_energy_and_grad
 
 log = logging.getLogger(__name__)
 
@@ -151,6 +152,8 @@ class Emulator:
         self.m2 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.nstep = tf.Variable(0.0)
         self.rng = np.random.default_rng(0)
+        self._energy_and_grad = make_energy_and_grad(consts, zeta, slope, self.periodic,
+                                                     params.numerics.jit)
         self._train = tf.function(self._train_step, reduce_retracing=True)
         self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True)
 
@@ -165,13 +168,15 @@ class Emulator:
             raise ConfigError(f"processes.iceflow.emulator.weights: file {name!r} not found")
         return found
 
-    def _train_step(self, thk, usurf, A, C, dx, lr):
+    def _train_step(self, thk, usurf, A, C, dx, lr, weight):
+        # the network in TensorFlow's own kernels (oneDNN convolutions), the
+        # energy and dJ/dX in XLA (fused: 3-4x faster on the CPU); the chain
+        # rule joins them through output_gradients
         x = features(thk, usurf, A, C, dx, self.slope, self.periodic)[None]
         with tf.GradientTape() as tape:
-            X = self.net(x)
-            J = energy(X[:, 0], X[:, 1], thk[None], usurf[None], A[None], C[None], dx,
-                       self.zeta, self.slope, self.consts, self.periodic)
-        grads = tape.gradient(J, self.net.weights)
+            X = self.net(x)[0]
+        J, dJdX = self._energy_and_grad(X, thk, usurf, A, C, dx)
+        grads = tape.gradient(X, self.net.weights, output_gradients=weight * dJdX)
         self.nstep.assign_add(1.0)
         b1, b2 = 0.9, 0.999
         for w, g, m1, m2 in zip(self.net.weights, grads, self.m1, self.m2, strict=True):
@@ -182,22 +187,30 @@ class Emulator:
             w.assign_sub(lr * mh / (tf.sqrt(vh) + 1e-7))
         return J
 
-    def train(self, args: tuple, nbit: int, lr: float | None = None) -> float:
+    def train(self, args: tuple, nbit: int, lr: float | None = None,
+              weight: float = 1.0) -> float:
         """``nbit`` Adam iterations on the energy of the geometry ``args``
         = (thk, usurf, A, C, dx), on random frames when the grid is larger than
-        ``framesizemax``; returns the last energy."""
+        ``framesizemax``; the loss is ``weight`` times the energy (weights
+        balance geometries of different energy scales in pretraining);
+        returns the last energy."""
         thk, usurf, A, C, dx = args
         ny, nx = thk.shape
         fs = self.p.emulator.framesizemax
         lr = tf.constant(self.p.emulator.lr if lr is None else lr, tf.float32)
+        weight = tf.constant(weight, tf.float32)
         J = float("nan")
         for _ in range(nbit):
             j0 = int(self.rng.integers(0, ny - fs + 1)) if ny > fs else 0
             i0 = int(self.rng.integers(0, nx - fs + 1)) if nx > fs else 0
             sl = (slice(j0, j0 + min(fs, ny)), slice(i0, i0 + min(fs, nx)))
             Af = A[sl] if A.shape.rank == 2 else A[(slice(None), *sl)]
-            J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr)
+            J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr, weight)
         return float(J)
+
+    def energy(self, args: tuple) -> float:
+        """Energy (MPa m/yr per ice node) of the network's field on ``args``."""
+        return float(self._energy_and_grad(self.predict(args), *args)[0])
 
     def predict(self, args: tuple) -> tf.Tensor:
         """Velocities (2, Nz, ny, nx) m/yr for the geometry ``args``."""

@@ -87,6 +87,11 @@ class IceFlow:
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
         self.history: list[dict[str, float]] = []
+        self._finish = tf.function(self._mask_and_derive, reduce_retracing=True)
+
+    def _mask_and_derive(self, X, thk, ubar, vbar):
+        X = X * tf.cast(thk > self.consts.thr_ice_thk, X.dtype)[None, None]
+        return X, derived_fields(X[0], X[1], self.zeta_np, ubar, vbar)
 
     def inputs(self, state) -> tuple[tf.Tensor, ...]:
         """(thk, usurf, arrhenius, slidingco, dx) as float32 tensors."""
@@ -128,11 +133,10 @@ class IceFlow:
             Xs = self.solve(args, self.X if not initial else X)
             self.log_difference(state, X, Xs, args)
             X = Xs
-        ice = tf.cast(args[0] > self.consts.thr_ice_thk, tf.float32)
-        X = X * ice[None, None]
+        X, derived = self._finish(X, args[0], ubar, vbar)
         self.X = X
         state.U, state.V = X[0], X[1]
-        for name, value in derived_fields(X[0], X[1], self.zeta_np, ubar, vbar).items():
+        for name, value in derived.items():
             setattr(state, name, value)
 
     def log_difference(self, state, Xe: tf.Tensor, Xs: tf.Tensor, args: tuple) -> None:

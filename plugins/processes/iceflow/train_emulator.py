@@ -72,7 +72,7 @@ def synthetic(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     ny, nx = (int(v) for v in rng.integers(48, 128, 2))
     y, x = np.meshgrid(np.arange(ny) * dx, np.arange(nx) * dx, indexing="ij")
     ang = rng.uniform(0, 2 * np.pi)
-    slope = rng.uniform(0.03, 0.4)
+    slope = rng.uniform(0.03, 0.3)
     bed = -slope * (np.cos(ang) * x + np.sin(ang) * y)
     for _ in range(4):
         cx, cy = rng.uniform(0, nx * dx), rng.uniform(0, ny * dx)
@@ -84,24 +84,25 @@ def synthetic(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, float]:
     u = np.cos(rot) * (x - cx) + np.sin(rot) * (y - cy)
     v = -np.sin(rot) * (x - cx) + np.cos(rot) * (y - cy)
     r2 = (u / a) ** 2 + (v / b) ** 2
-    thk = rng.uniform(30, 400) * np.clip(1 - r2, 0, None) ** rng.uniform(0.3, 0.6)
+    thk = rng.uniform(30, 300) * np.clip(1 - r2, 0, None) ** rng.uniform(0.3, 0.6)
     return bed.astype("float32"), thk.astype("float32"), dx
 
 
 def sample(rng: np.random.Generator, hef: tuple[np.ndarray, np.ndarray, float],
-           real_fraction: float, default_physics: bool) -> tuple:
+           real_fraction: float, default_physics: bool, scale: tuple[float, float],
+           ratios: list[int]) -> tuple:
     """A random training geometry as float32 tensors (thk, usurf, A, C, dx):
-    Hintereisferner with probability ``real_fraction``, else synthetic; with
-    ``default_physics`` the plugin's default A and C and unscaled thickness."""
+    Hintereisferner with probability ``real_fraction`` (every k-th node, k
+    drawn from ``ratios``, thickness times a factor drawn from ``scale``),
+    else synthetic; with ``default_physics`` the plugin's default A and C."""
     import tensorflow as tf
 
     from igm_plugins.processes.iceflow import PhysicsParams
 
     if rng.random() < real_fraction:
         topg, thk, dx = hef
-        k = int(rng.choice([1, 2, 4]))
-        scale = 1.0 if default_physics else rng.uniform(0.5, 1.5)
-        topg, thk, dx = topg[::k, ::k], thk[::k, ::k] * scale, dx * k
+        k = int(rng.choice(ratios))
+        topg, thk, dx = topg[::k, ::k], thk[::k, ::k] * rng.uniform(*scale), dx * k
     else:
         topg, thk, dx = synthetic(rng)
     if default_physics:
@@ -129,6 +130,12 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--default-physics", action="store_true",
                     help="train with the plugin's default A and C only")
     ap.add_argument("--init", type=Path, help="start from these weights (.npz)")
+    ap.add_argument("--scale", type=float, nargs=2, default=(0.5, 1.5),
+                    help="range of the factor on Hintereisferner's thickness")
+    ap.add_argument("--ratios", type=int, nargs="+", default=[1, 2, 4],
+                    help="Hintereisferner at every k-th node of the 50 m grid, k drawn from these")
+    ap.add_argument("--warmup", type=int, default=0,
+                    help="iterations of linear learning-rate warm-up")
     args = ap.parse_args(argv)
 
     import tensorflow as tf
@@ -153,13 +160,20 @@ def main(argv: list[str] | None = None) -> None:
     budget = 60.0 * args.minutes
     it, last_save, energies = 0, start, []
     while (elapsed := time.time() - start) < budget:
-        geom = sample(rng, hef, args.real_fraction, args.default_physics)
+        geom = sample(rng, hef, args.real_fraction, args.default_physics, args.scale, args.ratios)
         lr = 0.1 * args.lr + 0.9 * args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
-        energies.append(emu.train(geom, args.renew, lr))
+        lr *= min(1.0, (it + 1) / args.warmup) if args.warmup else 1.0
+        # the loss of each geometry is its energy over the magnitude of the
+        # energy of the network's field at the start: thin and thick glaciers,
+        # slow and fast ones weigh alike (the energy per node spans orders of
+        # magnitude with thickness)
+        scale = max(abs(emu.energy(geom)), 1e-4)
+        energies.append(emu.train(geom, args.renew, lr, 1.0 / scale) / scale)
         it += args.renew
         if len(energies) % 25 == 0:
             print(f"{elapsed / 60:6.1f} min  it {it:6d}  lr {lr:.2e}  "
-                  f"mean energy (last 25 geometries) {np.mean(energies[-25:]):.4f}", flush=True)
+                  f"mean energy / |start energy| (last 25 geometries) "
+                  f"{np.mean(energies[-25:]):.4f}", flush=True)
         if time.time() - last_save > 300:
             save_weights(args.out, emu.net, emu.arch)
             last_save = time.time()
