@@ -68,6 +68,43 @@ def test_frames_reproduce_the_whole_grid(tmp_path) -> None:
     np.testing.assert_allclose(framed, whole, atol=1e-3 * np.abs(whole).max())
 
 
+def test_the_window_around_the_ice_reproduces_the_whole_grid(tmp_path) -> None:
+    """The emulator runs on the bounding box of the ice grown by the
+    network's reach: on every ice node its velocities equal the whole-grid
+    prediction, and they are zero outside the window."""
+    from igm_plugins.processes.iceflow._flow import IceFlow
+    from igm_plugins.processes.iceflow._window import ice_window
+
+    state = hef_state(2)
+    p = iceflow.Params()
+    p.emulator.retrain_freq = 0
+    flow = IceFlow(p, state, run_context(tmp_path))
+    args = flow.inputs(state)
+    ice = np.asarray(state.thk) > 0.1
+    rows, cols = ice_window(ice, flow.emulator.margin)
+    assert (rows.stop - rows.start) * (cols.stop - cols.start) < 0.7 * ice.size
+    whole = np.asarray(flow.emulator.predict(args))
+    windowed = np.asarray(flow.emulator.step(args, it=1, initial=False))
+    assert windowed.shape == whole.shape
+    np.testing.assert_allclose(windowed[:, :, ice], whole[:, :, ice],
+                               atol=1e-4 * np.abs(whole).max())
+    outside = np.ones_like(ice)
+    outside[rows, cols] = False
+    assert np.all(windowed[:, :, outside] == 0.0)
+
+
+def test_ice_window_edges_and_empty_grid() -> None:
+    from igm_plugins.processes.iceflow._window import ice_window
+
+    ice = np.zeros((50, 70), bool)
+    assert ice_window(ice, 5) is None
+    ice[0:3, 60:70] = True  # ice in a corner of the grid
+    rows, cols = ice_window(ice, 5, bucket=16)
+    assert (rows.start, rows.stop) == (0, 16) and (cols.start, cols.stop) == (38, 70)
+    ice[:] = True
+    assert ice_window(ice, 5, bucket=16) == (slice(0, 50), slice(0, 70))
+
+
 def test_save_model_round_trip(tmp_path) -> None:
     state = hef_state(4)
     p = iceflow.Params()

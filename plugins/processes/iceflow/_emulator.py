@@ -22,6 +22,7 @@ import tensorflow as tf
 from igm_core.errors import ConfigError, DataError
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad
+from igm_plugins.processes.iceflow._window import crop, ice_window, uncrop
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,9 @@ class Emulator:
         self.net = Network(params.numerics.Nz, net.nb_layers, net.nb_out_filter,
                            net.conv_ker_size, net.activation)
         self.arch = architecture(params)
-        self.margin = net.nb_layers * (net.conv_ker_size // 2) + 2
+        # cells from which a node's prediction is influenced (the hidden and
+        # output convolutions, and the centred slopes of the features), plus one
+        self.margin = (net.nb_layers + 1) * (net.conv_ker_size // 2) + 2
         if e.pretrained:
             path = self._weights_path(run)
             load_weights(path, self.net, self.arch)
@@ -231,14 +234,23 @@ class Emulator:
 
     def step(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
         """Train when due (``nbit_init`` at the start, ``nbit`` every
-        ``retrain_freq`` steps), then predict."""
+        ``retrain_freq`` steps), then predict: both on the window around the
+        ice (the whole grid on a periodic one), zero elsewhere."""
         e = self.p.emulator
+        thk = args[0]
+        window = None
+        if not self.periodic:
+            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, self.margin)
+            if window is None:
+                return tf.zeros((2, self.net.nz, *thk.shape), tf.float32)
+            args = crop(args, window)
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(args, e.nbit_init))
         elif not initial and e.retrain_freq > 0 and it % e.retrain_freq == 0 and e.nbit > 0:
             self.train(args, e.nbit)
-        return self.predict(args)
+        X = self.predict(args)
+        return X if window is None else uncrop(X, window, thk.shape)
 
     def save(self, path: Path) -> None:
         """Write the (retrained) network to ``path`` atomically."""

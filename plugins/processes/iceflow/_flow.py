@@ -18,6 +18,7 @@ from igm_plugins.processes.iceflow._physics import (
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
+from igm_plugins.processes.iceflow._window import crop, ice_window, uncrop
 
 log = logging.getLogger(__name__)
 KEY = "processes.iceflow"
@@ -106,10 +107,20 @@ class IceFlow:
                             self.p.numerics.periodic))
 
     def solve(self, args: tuple, X0: tf.Tensor) -> tf.Tensor:
-        """Blatter-Pattyn solve warm-started from X0."""
+        """Blatter-Pattyn solve warm-started from X0, on the window around the
+        ice (ice-free nodes carry no flow; the whole grid when periodic)."""
         s = self.p.solver
+        thk = args[0]
+        window = None
+        if not self.p.numerics.periodic:
+            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, margin=2)
+            if window is None:
+                return tf.zeros_like(X0)
+            args, X0 = crop(args, window), X0[(slice(None), slice(None), *window)]
         X, report = minimise(self.fg, X0, args, s.optimizer, s.step_size, s.nbitmax,
                              s.stop_rtol, s.stop_patience)
+        if window is not None:
+            X = uncrop(X, window, thk.shape)
         log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g", report.iterations,
                   report.energy_start, report.energy_end)
         return X

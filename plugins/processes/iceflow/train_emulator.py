@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> None:
     from igm_plugins.processes.iceflow._emulator import Emulator, load_weights, save_weights
     from igm_plugins.processes.iceflow._flow import constants
     from igm_plugins.processes.iceflow._physics import vertical_levels
+    from igm_plugins.processes.iceflow._window import crop, ice_window
 
     p = Params(method="emulated")
     p.emulator.pretrained = False
@@ -161,6 +162,10 @@ def main(argv: list[str] | None = None) -> None:
     it, last_save, energies = 0, start, []
     while (elapsed := time.time() - start) < budget:
         geom = sample(rng, hef, args.real_fraction, args.default_physics, args.scale, args.ratios)
+        window = ice_window(np.asarray(geom[0]) > p.physics.thr_ice_thk, emu.margin)
+        if window is None:
+            continue
+        geom = crop(geom, window)  # as in a run: the network sees the ice and its reach
         lr = 0.1 * args.lr + 0.9 * args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
         lr *= min(1.0, (it + 1) / args.warmup) if args.warmup else 1.0
         # the loss of each geometry is its energy over the magnitude of the
