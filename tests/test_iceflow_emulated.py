@@ -100,9 +100,24 @@ def test_ice_window_edges_and_empty_grid() -> None:
     assert ice_window(ice, 5) is None
     ice[0:3, 60:70] = True  # ice in a corner of the grid
     rows, cols = ice_window(ice, 5, bucket=16)
-    assert (rows.start, rows.stop) == (0, 16) and (cols.start, cols.stop) == (38, 70)
+    assert (rows.start, rows.stop) == (0, 16) and (cols.start, cols.stop) == (54, 70)
     ice[:] = True
     assert ice_window(ice, 5, bucket=16) == (slice(0, 50), slice(0, 70))
+
+
+def test_ice_window_is_kept_while_the_ice_retreats_and_grows_when_it_advances() -> None:
+    from igm_plugins.processes.iceflow._window import ice_window
+
+    ice = np.zeros((100, 100), bool)
+    ice[40:60, 30:70] = True
+    first = ice_window(ice, 4)
+    assert first == (slice(36, 68), slice(26, 74))
+    ice[:, 50:] = False  # retreat: the same window, no new shapes to compile
+    assert ice_window(ice, 4, current=first) == first
+    assert ice_window(ice, 4) != first
+    ice[40:60, 30:80] = True  # advance beyond the window's reach: a new, larger one
+    grown = ice_window(ice, 4, current=first)
+    assert grown[1].stop >= 84 and grown != first
 
 
 def test_save_model_round_trip(tmp_path) -> None:

@@ -155,6 +155,7 @@ class Emulator:
         self.m2 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.nstep = tf.Variable(0.0)
         self.rng = np.random.default_rng(0)
+        self.window: tuple[slice, slice] | None = None  # where the ice is, with the reach
         self._energy_and_grad = make_energy_and_grad(consts, zeta, slope, self.periodic,
                                                      params.numerics.jit)
         self._train = tf.function(self._train_step, reduce_retracing=True)
@@ -240,7 +241,9 @@ class Emulator:
         thk = args[0]
         window = None
         if not self.periodic:
-            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, self.margin)
+            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, self.margin,
+                                current=self.window)
+            self.window = window
             if window is None:
                 return tf.zeros((2, self.net.nz, *thk.shape), tf.float32)
             args = crop(args, window)

@@ -88,6 +88,7 @@ class IceFlow:
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
         self.history: list[dict[str, float]] = []
+        self.window: tuple[slice, slice] | None = None  # the solver's window around the ice
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True)
 
     def _mask_and_derive(self, X, thk, ubar, vbar):
@@ -113,7 +114,9 @@ class IceFlow:
         thk = args[0]
         window = None
         if not self.p.numerics.periodic:
-            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, margin=2)
+            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, margin=2,
+                                current=self.window)
+            self.window = window
             if window is None:
                 return tf.zeros_like(X0)
             args, X0 = crop(args, window), X0[(slice(None), slice(None), *window)]

@@ -8,19 +8,27 @@ import numpy as np
 import tensorflow as tf
 
 
-def ice_window(ice: np.ndarray, margin: int, bucket: int = 16) -> tuple[slice, slice] | None:
-    """The rows and columns the network must see to get every ice node
+def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
+               current: tuple[slice, slice] | None = None) -> tuple[slice, slice] | None:
+    """The rows and columns the ice flow must see to get every ice node
     right: the bounding box of ``ice`` (ny, nx, bool) grown by ``margin``
-    cells (the network's reach) and rounded up to a multiple of ``bucket``
-    cells (few distinct shapes, so few compilations); None without ice."""
-    window = []
+    cells and rounded up to a multiple of ``bucket`` cells; None without ice.
+    A ``current`` window that still holds that box is kept: a retreating
+    glacier keeps its window, so the compiled functions keep their shapes."""
+    need = []
     for axis in (1, 0):
         hit = np.flatnonzero(ice.any(axis=axis))
         if hit.size == 0:
             return None
         n = ice.shape[1 - axis]
-        size = min(n, -(-(hit[-1] + 1 - hit[0] + 2 * margin) // bucket) * bucket)
-        start = min(max(hit[0] - margin, 0), n - size)
+        need.append((max(hit[0] - margin, 0), min(hit[-1] + 1 + margin, n), n))
+    if current is not None and all(w.start <= lo and hi <= w.stop
+                                   for w, (lo, hi, _) in zip(current, need, strict=True)):
+        return current
+    window = []
+    for lo, hi, n in need:
+        size = min(n, -(-(hi - lo) // bucket) * bucket)
+        start = min(lo, n - size)
         window.append(slice(int(start), int(start + size)))
     return window[0], window[1]
 
