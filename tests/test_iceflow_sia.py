@@ -88,6 +88,7 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
     ("method", "magic", "processes.iceflow.method must be one of"),
     ("numerics.Nz", 1, "processes.iceflow.numerics.Nz must be at least 2"),
     ("solver.optimizer", "sgd", "processes.iceflow.solver.optimizer must be one of"),
+    ("emulator.warmup", -5, r"processes.iceflow.emulator.warmup must be 0 or more, got -5"),
 ])
 def test_bad_parameters_name_the_key(tmp_path, key, value, message) -> None:
     p = iceflow.Params(method="sia")

@@ -83,6 +83,7 @@ class EmulatorParams:
     nbit: int = 10  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
     lr: float = 2e-4  # Adam learning rate of the training
+    warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
     save_model: bool = False  # write the retrained network to the output folder
     network: NetworkParams = field(default_factory=NetworkParams)

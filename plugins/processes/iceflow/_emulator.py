@@ -154,6 +154,7 @@ class Emulator:
         self.m1 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.m2 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.nstep = tf.Variable(0.0)
+        self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
         self.window: tuple[slice, slice] | None = None  # where the ice is, with the reach
         self._energy_and_grad = make_energy_and_grad(consts, zeta, slope, self.periodic,
@@ -182,6 +183,9 @@ class Emulator:
         J, dJdX = self._energy_and_grad(X, thk, usurf, A, C, dx)
         grads = tape.gradient(X, self.net.weights, output_gradients=weight * dJdX)
         self.nstep.assign_add(1.0)
+        # linear warm-up from the first iteration: full-size Adam steps from a
+        # fresh state overshoot (the error first grows for tens of iterations)
+        lr = lr * tf.minimum(1.0, self.nstep / self.warmup)
         b1, b2 = 0.9, 0.999
         for w, g, m1, m2 in zip(self.net.weights, grads, self.m1, self.m2, strict=True):
             m1.assign(b1 * m1 + (1 - b1) * g)
@@ -212,9 +216,11 @@ class Emulator:
             J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr, weight)
         return float(J)
 
-    def energy(self, args: tuple) -> float:
-        """Energy (MPa m/yr per ice node) of the network's field on ``args``."""
-        return float(self._energy_and_grad(self.predict(args), *args)[0])
+    def energy(self, args: tuple, X: tf.Tensor | None = None) -> float:
+        """Energy (MPa m/yr per ice node) of the field ``X`` (2, Nz, ny, nx),
+        by default the network's, on the geometry ``args``."""
+        X = self.predict(args) if X is None else X
+        return float(self._energy_and_grad(X, *args)[0])
 
     def predict(self, args: tuple) -> tf.Tensor:
         """Velocities (2, Nz, ny, nx) m/yr for the geometry ``args``."""

@@ -42,6 +42,12 @@ def check_params(p: Params) -> None:
     for key, value in positive:
         if not value > 0:
             raise ConfigError(f"{KEY}.{key} must be positive, got {value}")
+    for key, value in (("emulator.warmup", p.emulator.warmup),
+                       ("emulator.nbit", p.emulator.nbit),
+                       ("emulator.nbit_init", p.emulator.nbit_init),
+                       ("emulator.retrain_freq", p.emulator.retrain_freq)):
+        if value < 0:
+            raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
     if p.numerics.Nz < 2:
         raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
     if p.emulator.network.conv_ker_size % 2 != 1:

@@ -116,6 +116,20 @@ def sample(rng: np.random.Generator, hef: tuple[np.ndarray, np.ndarray, float],
     return f(thk), f(topg + thk), f(A), f(C), tf.constant(dx, tf.float32)
 
 
+def sia_energy(emu, geom: tuple) -> float:
+    """Energy (MPa m/yr per ice node) of the shallow-ice field on ``geom``:
+    positive, 10-20 times the minimum's magnitude on Hintereisferner (its
+    margins are too fast)."""
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow._physics import sia_velocity
+
+    thk, usurf, A, C, dx = geom
+    U, V, _, _ = sia_velocity(thk, usurf, A, C, float(dx), emu.zeta, (0.0, 0.0), emu.consts,
+                              False)
+    return abs(emu.energy(geom, tf.stack([U, V])))
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=25.0, help="training time (min)")
@@ -150,6 +164,7 @@ def main(argv: list[str] | None = None) -> None:
     p.emulator.pretrained = False
     p.emulator.nbit_init = 1
     p.emulator.framesizemax = args.frame
+    p.emulator.warmup = args.warmup
     zeta = tf.constant(vertical_levels(p.numerics.Nz, p.numerics.vert_spacing))
     emu = Emulator(p, constants(p), zeta, tf.zeros(2), None)
     if args.init is not None:
@@ -167,12 +182,14 @@ def main(argv: list[str] | None = None) -> None:
             continue
         geom = crop(geom, window)  # as in a run: the network sees the ice and its reach
         lr = 0.1 * args.lr + 0.9 * args.lr * 0.5 * (1 + math.cos(math.pi * elapsed / budget))
-        lr *= min(1.0, (it + 1) / args.warmup) if args.warmup else 1.0
         # the loss of each geometry is its energy over the magnitude of the
         # energy of the network's field at the start: thin and thick glaciers,
         # slow and fast ones weigh alike (the energy per node spans orders of
-        # magnitude with thickness)
-        scale = max(abs(emu.energy(geom)), 1e-4)
+        # magnitude with thickness); floored at 5 % of the energy of the
+        # shallow-ice field (about the minimum's magnitude on
+        # Hintereisferner), so a geometry the network gets badly wrong
+        # (energy near 0) does not take over the step
+        scale = max(abs(emu.energy(geom)), 0.05 * sia_energy(emu, geom), 1e-4)
         energies.append(emu.train(geom, args.renew, lr, 1.0 / scale) / scale)
         it += args.renew
         if len(energies) % 25 == 0:
