@@ -61,7 +61,9 @@ def measure(method: str, k: int, repeat: int) -> dict[str, float]:
         times.append(time.perf_counter() - t0)
     out["per_call_s"] = float(np.median(times))
     if method == "emulated":
-        args = flow.inputs(state)
+        from igm_plugins.processes.iceflow._window import crop
+
+        args = crop(flow.inputs(state), flow.emulator.window)  # as in a run: the ice window
         flow.emulator.train(args, 2)
         t0 = time.perf_counter()
         flow.emulator.train(args, p.emulator.nbit)
