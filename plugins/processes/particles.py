@@ -172,7 +172,8 @@ def _mover(lattice: Lattice, thk_min: float) -> Any:
     y_max = lattice.y0 + (lattice.ny - 1) * lattice.dx + half
 
     @tf.function(reduce_retracing=True)
-    def move(U, V, W, zeta, thk, topg, dhdt, x, y, rh, englt, dt):
+    def move(U, V, W, zeta, thk, topg, dhdt, particles, dt):
+        x, y, rh, englt = particles["x"], particles["y"], particles["rh"], particles["englt"]
         nz = U.shape[0]
         bx, by = gradient(topg, lattice.dx)
         hx, hy = gradient(thk, lattice.dx)
@@ -190,7 +191,8 @@ def _mover(lattice: Lattice, thk_min: float) -> Any:
                   & (y >= lattice.y0 - half) & (y <= y_max))
         geometry = bilinear(tf.stack([thk, topg]), x, y, lattice)
         keep = inside & (geometry[0] >= thk_min)
-        return x, y, rh, englt, geometry[1] + rh * geometry[0], keep
+        moved = dict(particles, x=x, y=y, rh=rh, englt=englt, z=geometry[1] + rh * geometry[0])
+        return {k: tf.boolean_mask(v, keep) for k, v in moved.items()}
 
     return move
 
@@ -204,11 +206,8 @@ def advect(params: Params, state, dt: float, dhdt: Any) -> None:
     if int(p["x"].shape[0]) == 0:
         return
     move = _mover(Lattice.of(state), float(params.thk_min))
-    x, y, rh, englt, z, keep = move(state.U, state.V, state.W, tf.cast(state.zeta, tf.float64),
-                                    state.thk, state.topg, dhdt, p["x"], p["y"], p["rh"],
-                                    p["englt"], tf.constant(dt, tf.float64))
-    moved = dict(p, x=x, y=y, rh=rh, englt=englt, z=z)
-    state.particles = {k: tf.boolean_mask(v, keep) for k, v in moved.items()}
+    state.particles = move(state.U, state.V, state.W, tf.cast(state.zeta, tf.float64), state.thk,
+                           state.topg, dhdt, p, tf.constant(dt, tf.float64))
 
 
 @hookimpl
