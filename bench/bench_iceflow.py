@@ -5,8 +5,8 @@ resident memory (ru_maxrss) is its own. Per call: median wall time of the
 velocity computation after a warm-up (first call, with tracing/XLA
 compilation, reported apart). Per simulated year: the per-step cost times
 the steps a year takes under the time process's CFL rule (cfl 0.3,
-dt = 0.3 dx / max|u|) with the default emulator retraining (10 iterations
-every 10 steps). The `solved` warm-start step re-solves after a 0.1 %
+dt = 0.3 dx / max|u|) with the default emulator retraining (`nbit` iterations
+every `retrain_freq` steps). The `solved` warm-start step re-solves after a 0.1 %
 thinning, from the previous field.
 
 Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved]
@@ -94,7 +94,7 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}, "
           f"tensorflow {tf.__version__}, numpy {np.__version__}")
-    print("| method | grid | first call (s) | per call (s) | retrain 10 it (s) | steps/yr | "
+    print("| method | grid | first call (s) | per call (s) | retrain nbit it (s) | steps/yr | "
           "per sim. year (s) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|")
     for k, label in ((2, "100 m (90x110)"), (1, "50 m (180x220)")):

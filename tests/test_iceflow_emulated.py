@@ -14,7 +14,7 @@ import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
 from igm_core.testing import make_state, run_context, run_process
 
-NBIT, ONLINE_LR = 3000, 5e-4  # online training of the slow accuracy test
+NBIT = 3000  # online training iterations of the slow accuracy test
 
 
 def hef_state(k: int):
@@ -187,8 +187,7 @@ def test_online_training_matches_the_solver_on_hintereisferner(tmp_path) -> None
     reference = surface_speed(solved)
 
     state = hef_state(2)
-    p = iceflow.Params()
-    p.emulator.lr = ONLINE_LR
+    p = iceflow.Params()  # default learning rate and warm-up
     flow = IceFlow(p, state, run_context(tmp_path))
     args = flow.inputs(state)
     thk = np.asarray(state.thk)

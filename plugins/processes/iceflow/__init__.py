@@ -80,9 +80,9 @@ class EmulatorParams:
     pretrained: bool = True  # start from the shipped (or `weights`) network
     weights: str = ""  # network file (.npz) to start from instead of the shipped one
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
-    nbit: int = 10  # training iterations per retraining
+    nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
-    lr: float = 2e-4  # Adam learning rate of the training
+    lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
     save_model: bool = False  # write the retrained network to the output folder
