@@ -117,9 +117,16 @@ def test_ice_window_is_kept_while_the_ice_retreats_and_grows_when_it_advances() 
     ice[:, 50:] = False  # retreat: the same window, no new shapes to compile
     assert ice_window(ice, 4, current=first) == first
     assert ice_window(ice, 4) != first
-    ice[40:60, 30:80] = True  # advance beyond the window's reach: a new, larger one
-    grown = ice_window(ice, 4, current=first)
-    assert grown[1].stop >= 84 and grown != first
+    ice[:] = False
+    ice[40:60, 10:30] = True  # the ice moved west: the window follows, same shape
+    moved = ice_window(ice, 4, current=first)
+    assert moved != first
+    assert [w.stop - w.start for w in moved] == [w.stop - w.start for w in first]
+    assert moved[1].start <= 6 and moved[1].stop >= 34
+    ice[40:60, 10:80] = True  # advance beyond the window's size: a larger one
+    grown = ice_window(ice, 4, current=moved)
+    assert grown[1].start <= 6 and grown[1].stop >= 84
+    assert grown[0] == moved[0]  # rows untouched
 
 
 def test_save_model_round_trip(tmp_path) -> None:

@@ -43,10 +43,12 @@ def test_lands_exactly_on_every_save_time_and_the_end(tmp_path):
 
 @pytest.mark.parametrize(("fields", "expected_dt"), [
     ({"ubar": 100.0, "vbar": -50.0}, 0.3 * 100.0 / 100.0),
-    ({"ubar": 100.0, "vbar": 0.0, "U": np.full((3, 16, 20), -300.0)}, 0.3 * 100.0 / 300.0),
+    ({"ubar": 100.0, "vbar": 0.0, "U": np.full((3, 16, 20), -300.0)}, 0.3 * 100.0 / 100.0),
     ({}, 1.0),
 ])
-def test_step_obeys_cfl_on_the_largest_velocity(tmp_path, fields, expected_dt):
+def test_step_obeys_cfl_on_the_largest_depth_averaged_velocity(tmp_path, fields, expected_dt):
+    """The CFL limit is that of the thickness transport (ubar, vbar); faster
+    3-D velocities (U at the surface) do not shorten the step."""
     state = make_state(dx=100.0, **fields)
     steps = advance(clock.Params(start=0.0, end=0.95, save=10.0, step_max=1.0, cfl=0.3),
                     state, tmp_path)

@@ -2,7 +2,9 @@
 
 Sets ``state.t`` (yr), ``state.t_end`` and, every step, ``state.dt`` (yr)
 and ``state.saveresult``. The step obeys the CFL condition
-``dt <= cfl * dx / max|u|`` on the largest ice velocity present (m/yr),
+``dt <= cfl * dx / max|u|`` on the largest depth-averaged velocity component
+(``ubar``, ``vbar``, m/yr: the velocity the ``thk`` process transports the
+ice with; the 3-D velocities of the particles set no limit),
 never exceeds ``step_max``, and lands exactly on every save time
 (``start + k * save``) and on ``end``. The first update (step 0) keeps
 ``t = start`` with ``dt = 0`` so that processes and outputs see the
@@ -19,7 +21,7 @@ import numpy as np
 from igm_core import hookimpl
 from igm_core.errors import ConfigError
 
-VELOCITY_FIELDS = ("ubar", "vbar", "U", "V")
+VELOCITY_FIELDS = ("ubar", "vbar")
 
 
 @dataclass
@@ -32,7 +34,7 @@ class Params:
 
 
 def max_speed(state) -> float:
-    """Largest absolute velocity component among the fields present (m/yr)."""
+    """Largest absolute depth-averaged velocity component present (m/yr)."""
     speeds = [float(np.max(np.abs(np.asarray(state.get(name)))))
               for name in VELOCITY_FIELDS if state.has(name)]
     return max(speeds, default=0.0)

@@ -249,6 +249,9 @@ class Emulator:
         if not self.periodic:
             window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, self.margin,
                                 current=self.window)
+            if window != self.window and window is not None:
+                log.debug("iceflow emulator: window rows %d-%d, columns %d-%d (step %d)",
+                          window[0].start, window[0].stop, window[1].start, window[1].stop, it)
             self.window = window
             if window is None:
                 return tf.zeros((2, self.net.nz, *thk.shape), tf.float32)

@@ -13,8 +13,12 @@ def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
     """The rows and columns the ice flow must see to get every ice node
     right: the bounding box of ``ice`` (ny, nx, bool) grown by ``margin``
     cells and rounded up to a multiple of ``bucket`` cells; None without ice.
-    A ``current`` window that still holds that box is kept: a retreating
-    glacier keeps its window, so the compiled functions keep their shapes."""
+
+    With a ``current`` window the shape never shrinks: a window that still
+    holds the box is kept, one that does not is moved (the box centred in
+    it) and grown only where the box is larger. So the compiled functions
+    that take the window keep their shapes as a glacier retreats or shifts.
+    """
     need = []
     for axis in (1, 0):
         hit = np.flatnonzero(ice.any(axis=axis))
@@ -26,9 +30,12 @@ def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
                                    for w, (lo, hi, _) in zip(current, need, strict=True)):
         return current
     window = []
-    for lo, hi, n in need:
+    for axis, (lo, hi, n) in enumerate(need):
         size = min(n, -(-(hi - lo) // bucket) * bucket)
         start = min(lo, n - size)
+        if current is not None:
+            size = max(size, current[axis].stop - current[axis].start)
+            start = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
         window.append(slice(int(start), int(start + size)))
     return window[0], window[1]
 
