@@ -55,15 +55,16 @@ def slurm_cluster() -> Iterator[None]:
 def sacct_states(job_ids: list[str], timeout: float = 60.0) -> dict[str, str]:
     """Final accounting states of SLURM jobs (array tasks as ``ID_N``), by id.
 
-    sacct lists a finished job about a second late: poll until every id has a
-    final state (not PENDING/RUNNING) or ``timeout`` s pass."""
+    sacct lists a finished job a little late, and array tasks one by one:
+    poll until every requested id is listed with a final state (not
+    PENDING/RUNNING) or ``timeout`` s pass."""
     deadline = time.monotonic() + timeout
     states: dict[str, str] = {}
     while True:
         out = subprocess.run(["sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j",
                               ",".join(job_ids)], capture_output=True, text=True, timeout=30)
         states = dict(line.split("|", 1) for line in out.stdout.splitlines() if "|" in line)
-        final = {k: v for k, v in states.items() if v.split()[0] not in ("PENDING", "RUNNING")}
-        if (final and len(final) == len(states)) or time.monotonic() > deadline:
+        if all((states.get(i) or "PENDING").split()[0] not in ("PENDING", "RUNNING")
+               for i in job_ids) or time.monotonic() > deadline:
             return states
         time.sleep(1.0)

@@ -38,7 +38,8 @@ def test_grid_2x2_through_sbatch_completes(experiment_dir):
     ids = [r["slurm_job"] for r in runs.values()]
     assert len({i.split("_")[0] for i in ids}) == 1  # one job array
     states = sacct_states(ids)
-    assert {i: states.get(i, "").split()[0] for i in ids} == dict.fromkeys(ids, "COMPLETED")
+    final = {i: (states.get(i) or "MISSING").split()[0] for i in ids}
+    assert final == dict.fromkeys(ids, "COMPLETED")
     assert {row["status"] for row in summary_rows(sweep).values()} == {"completed"}
 
 
