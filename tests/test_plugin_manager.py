@@ -120,7 +120,7 @@ def test_import_failure_names_plugin_distribution_and_error():
 
 FIELD_PLUGIN = """
 from dataclasses import dataclass
-from igm_core import hookimpl
+from igm_core import Field, hookimpl
 requires = {requires}
 provides = {provides}
 @dataclass
@@ -244,17 +244,8 @@ def test_hookimpl_is_exported():
 def test_kit_checks_a_dict_field(tmp_path):
     from igm_core.testing import check_declared_fields
 
-    module = make_module("_bag", """
-        from dataclasses import dataclass
-        from igm_core import Field, hookimpl
-        provides = (Field("bag", "1", "a dict of 1-D arrays"),)
-        @dataclass
-        class Params:
-            pass
-        @hookimpl
-        def igm_process_update(state):
-            pass
-    """)
+    module = make_module("_bag", FIELD_PLUGIN.format(
+        requires="()", provides='(Field("bag", "1", "a dict of 1-D arrays"),)'))
     state = make_state()
     state.bag = {"x": [1.0, 2.0], "y": [3.0, 4.0]}
     check_declared_fields(module, state)
