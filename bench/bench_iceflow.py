@@ -63,7 +63,7 @@ def measure(method: str, k: int, repeat: int) -> dict[str, float]:
     if method == "emulated":
         from igm_plugins.processes.iceflow._window import crop
 
-        args = crop(flow.inputs(state), flow.emulator.window)  # as in a run: the ice window
+        args = crop(flow.inputs(state), flow.emulator.window.current)  # as in a run
         flow.emulator.train(args, 2)
         t0 = time.perf_counter()
         flow.emulator.train(args, p.emulator.nbit)

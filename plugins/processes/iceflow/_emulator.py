@@ -22,7 +22,7 @@ import tensorflow as tf
 from igm_core.errors import ConfigError, DataError
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad
-from igm_plugins.processes.iceflow._window import crop, ice_window, uncrop
+from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Emulator:
         self.nstep = tf.Variable(0.0)
         self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
-        self.window: tuple[slice, slice] | None = None  # where the ice is, with the reach
+        self.window = IceWindow(self.margin, consts.thr_ice_thk)  # the ice and the reach
         self._energy_and_grad = make_energy_and_grad(consts, zeta, slope, self.periodic,
                                                      params.numerics.jit)
         self._train = tf.function(self._train_step, reduce_retracing=True)
@@ -247,12 +247,7 @@ class Emulator:
         thk = args[0]
         window = None
         if not self.periodic:
-            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, self.margin,
-                                current=self.window)
-            if window != self.window and window is not None:
-                log.debug("iceflow emulator: window rows %d-%d, columns %d-%d (step %d)",
-                          window[0].start, window[0].stop, window[1].start, window[1].stop, it)
-            self.window = window
+            window = self.window.follow(thk)
             if window is None:
                 return tf.zeros((2, self.net.nz, *thk.shape), tf.float32)
             args = crop(args, window)

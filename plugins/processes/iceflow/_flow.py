@@ -18,7 +18,7 @@ from igm_plugins.processes.iceflow._physics import (
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
-from igm_plugins.processes.iceflow._window import crop, ice_window, uncrop
+from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger(__name__)
 KEY = "processes.iceflow"
@@ -94,7 +94,7 @@ class IceFlow:
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
         self.history: list[dict[str, float]] = []
-        self.window: tuple[slice, slice] | None = None  # the solver's window around the ice
+        self.window = IceWindow(2, self.consts.thr_ice_thk)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True)
 
     def _mask_and_derive(self, X, thk, ubar, vbar):
@@ -120,9 +120,7 @@ class IceFlow:
         thk = args[0]
         window = None
         if not self.p.numerics.periodic:
-            window = ice_window(np.asarray(thk) > self.consts.thr_ice_thk, margin=2,
-                                current=self.window)
-            self.window = window
+            window = self.window.follow(thk)
             if window is None:
                 return tf.zeros_like(X0)
             args, X0 = crop(args, window), X0[(slice(None), slice(None), *window)]

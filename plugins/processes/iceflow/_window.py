@@ -4,8 +4,12 @@ and the emulator can work on that window and pad their result with zeros."""
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import tensorflow as tf
+
+log = logging.getLogger(__name__)
 
 
 def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
@@ -38,6 +42,25 @@ def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
             start = min(max(lo - (size - (hi - lo)) // 2, 0), n - size)
         window.append(slice(int(start), int(start + size)))
     return window[0], window[1]
+
+
+class IceWindow:
+    """The window one method keeps from step to step: :func:`ice_window` of
+    ``thk > thr_ice_thk`` (m) with ``margin`` cells, starting from the last one."""
+
+    def __init__(self, margin: int, thr_ice_thk: float) -> None:
+        self.margin, self.thr_ice_thk = margin, thr_ice_thk
+        self.current: tuple[slice, slice] | None = None
+
+    def follow(self, thk: tf.Tensor) -> tuple[slice, slice] | None:
+        """The window for the thickness ``thk`` (ny, nx); None without ice."""
+        window = ice_window(np.asarray(thk) > self.thr_ice_thk, self.margin,
+                            current=self.current)
+        if window is not None and window != self.current:
+            log.debug("ice-flow window: rows %d-%d, columns %d-%d", window[0].start,
+                      window[0].stop, window[1].start, window[1].stop)
+        self.current = window
+        return window
 
 
 def crop(args: tuple, window: tuple[slice, slice]) -> tuple:
