@@ -89,6 +89,8 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
     ("numerics.Nz", 1, "processes.iceflow.numerics.Nz must be at least 2"),
     ("solver.optimizer", "sgd", "processes.iceflow.solver.optimizer must be one of"),
     ("emulator.warmup", -5, r"processes.iceflow.emulator.warmup must be 0 or more, got -5"),
+    ("emulator.retrain_freq", -1,
+     r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
 ])
 def test_bad_parameters_name_the_key(tmp_path, key, value, message) -> None:
     p = iceflow.Params(method="sia")
