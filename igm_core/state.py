@@ -23,8 +23,10 @@ class Field:
     """Metadata of a State field.
 
     ``units`` follow UDUNITS/CF spelling (``m``, ``m a-1``, ``MPa``);
-    ``dims`` is ``("y", "x")`` for 2-D fields or ``("z", "y", "x")`` for
-    fields on the ice-flow levels.
+    ``dims`` is ``("y", "x")`` for 2-D fields, ``("z", "y", "x")`` for
+    fields on the ice-flow levels, or names ``x_face``/``y_face`` for a
+    field staggered onto the cell faces (one more value than cells along
+    that axis; outputs write only fields on the cell centres).
     """
 
     name: str
@@ -59,6 +61,10 @@ KNOWN_FIELDS: dict[str, Field] = {
         _f("wvelsurf", "m a-1", "surface ice velocity, vertical component"),
         _f("uvelbase", "m a-1", "basal ice velocity, x component"),
         _f("vvelbase", "m a-1", "basal ice velocity, y component"),
+        _f("ubar_xface", "m a-1", "depth-averaged ice velocity, x component, on the x-faces "
+           "of the cells (ny, nx+1)", dims=("y", "x_face")),
+        _f("vbar_yface", "m a-1", "depth-averaged ice velocity, y component, on the y-faces "
+           "of the cells (ny+1, nx)", dims=("y_face", "x")),
         _f("velbar_mag", "m a-1", "magnitude of the depth-averaged ice velocity"),
         _f("velsurf_mag", "m a-1", "magnitude of the surface ice velocity",
            "land_ice_surface_velocity"),

@@ -1,5 +1,5 @@
 """iceflow `sia`: closed-form shallow-ice velocities against exact values,
-the declared fields, and parameter errors."""
+the staggered face velocities, the declared fields, and parameter errors."""
 
 from __future__ import annotations
 
@@ -71,6 +71,62 @@ def test_slab_profile_sliding_and_depth_mean(tmp_path) -> None:
     assert float(state.velsurf_mag[2, 3]) == pytest.approx(exact[-1], rel=1e-4)
     assert float(state.uvelbase[2, 3]) == pytest.approx(ub, rel=1e-4)
     assert np.allclose(np.asarray(state.V), 0.0, atol=1e-6)
+
+
+def test_face_velocities_are_the_staggered_sia_formula(tmp_path) -> None:
+    """ubar on an x-face: -2A/(n+2) (rho g)^n H_f^(n+1) |s'|^(n-1) s', with
+    H_f the mean of the two nodes and s' their difference over dx (no
+    slope along y here); the margin face takes half the edge thickness; the
+    faces on the domain edge carry the edge nodes' ubar; no flow along y."""
+    nx, ny, dx, A = 12, 5, 200.0, 78.0
+    x = dx * np.arange(nx)
+    thk = np.where(x < 1700.0, 300.0 - 0.1 * x, 0.0)  # ice in columns 0-8
+    topg = 1000.0 - 0.05 * x
+    state = make_state(nx=nx, ny=ny, dx=dx, thk=np.tile(thk, (ny, 1)),
+                       topg=np.tile(topg, (ny, 1)))
+    p = sia_params(sliding=False)
+    p.numerics.staggered = True
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    uf, vf = np.asarray(state.ubar_xface), np.asarray(state.vbar_yface)
+    assert uf.shape == (ny, nx + 1) and vf.shape == (ny + 1, nx)
+    s = topg + thk
+    slope = np.diff(s) / dx
+    Hf = 0.5 * (thk[1:] + thk[:-1])
+    exact = -0.4 * A * RHO_G**3 * Hf**4 * slope**3  # faces 1 .. nx-1
+    np.testing.assert_allclose(uf[2, 1:-1], exact, rtol=1e-4, atol=1e-6)
+    assert exact[8] > 0 and Hf[8] == pytest.approx(0.5 * thk[8])  # the margin face moves ice
+    assert np.all(uf[:, 10:-1] == 0.0)  # between ice-free nodes
+    ubar = np.asarray(state.ubar)
+    np.testing.assert_array_equal(uf[:, 0], ubar[:, 0])
+    np.testing.assert_array_equal(uf[:, -1], ubar[:, -1])
+    assert np.all(vf == 0.0)
+
+
+def test_face_velocities_of_a_periodic_slab_equal_the_node_velocity(tmp_path) -> None:
+    p = sia_params(init_arrhenius=78.0, init_slidingco=0.0464)
+    p.numerics.periodic = True
+    p.numerics.mean_slope_x, p.numerics.mean_slope_y = -0.03, 0.02
+    p.numerics.staggered = True
+    state = make_state(nx=6, ny=5, dx=500.0, thk=400.0, usurf=0.0)
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    np.testing.assert_allclose(np.asarray(state.ubar_xface), float(state.ubar[0, 0]), rtol=1e-5)
+    np.testing.assert_allclose(np.asarray(state.vbar_yface), float(state.vbar[0, 0]), rtol=1e-5)
+    assert float(state.ubar[0, 0]) > 0 > float(state.vbar[0, 0])
+
+
+def test_face_velocities_only_when_staggered(tmp_path) -> None:
+    state = make_state(thk=100.0, topg=np.linspace(0, 300, 20)[None])
+    run_process(iceflow, state, params=sia_params(), steps=1, output_dir=tmp_path)
+    assert not state.has("ubar_xface") and not state.has("vbar_yface")
+
+
+def test_staggered_needs_the_sia_method(tmp_path) -> None:
+    p = iceflow.Params(method="solved")
+    p.numerics.staggered = True
+    with pytest.raises(ConfigError, match=r"processes\.iceflow\.numerics\.staggered applies to "
+                       r"method sia only, got method 'solved'"):
+        run_process(iceflow, make_state(thk=100.0, topg=0.0), params=p, steps=0,
+                    output_dir=tmp_path)
 
 
 def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:

@@ -114,6 +114,16 @@ def test_an_unknown_name_lists_the_available_fields(tmp_path, name):
                                       "run; available: U, smb, thk, topg, usurf,")
 
 
+def test_a_face_field_is_refused_with_its_shape(tmp_path):
+    state = glacier_state()
+    ny, nx = state.grid.shape
+    state.ubar_xface = np.zeros((ny, nx + 1), "float32")
+    with pytest.raises(ConfigError, match=rf"outputs\.local\.vars_to_save: field 'ubar_xface' has "
+                       rf"shape \({ny}, {nx + 1}\), not on the cell centres \({ny}, {nx}\)"):
+        drive(local, local.Params(vars_to_save=["thk", "ubar_xface"]), state, tmp_path)
+    assert not (tmp_path / "output.nc").exists()
+
+
 def test_particles_are_written_per_save_time(tmp_path):
     state = glacier_state()
     state.declare(Field("particles.x", "m", "particle x coordinate", dims=("particle",)))

@@ -1,5 +1,6 @@
 """thk: the mass budget closes to float precision, pure advection with a
-known velocity, exact thickness under zero flow, H >= 0."""
+known velocity (on the cells or on the faces), exact thickness under zero
+flow, H >= 0."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from igm_core.errors import ConfigError
+from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
 from igm_core.testing import ProcessContract, make_state, run_process
 from igm_plugins.processes import thk
 
@@ -66,13 +67,16 @@ def test_budget_closes_with_flow_smb_and_outflow(tmp_path, slope_type):
     np.testing.assert_array_equal(state.usurf.numpy(), state.topg.numpy() + state.thk.numpy())
 
 
-def advect(slope_type: str, tmp_path) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
-    """A 1-D bump carried east at 100 m/yr for 20 yr (20 cells), CFL 0.25."""
+def advect(slope_type: str, tmp_path, on_faces: bool = False
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """A 1-D bump carried east at 100 m/yr for 20 yr (20 cells), CFL 0.25;
+    the velocity given on the cells, or on the faces with zero on the cells."""
     nx, ny = 80, 3
     x = DX * np.arange(nx)
     bump = 100.0 * np.exp(-(((x - 2000.0) / 500.0) ** 2))
-    state = make_state(nx=nx, ny=ny, dx=DX, thk=np.tile(bump, (ny, 1)), topg=0.0, ubar=100.0,
-                       vbar=0.0)
+    faces = {"ubar_xface": np.full((ny, nx + 1), 100.0), "vbar_yface": np.zeros((ny + 1, nx))}
+    state = make_state(nx=nx, ny=ny, dx=DX, thk=np.tile(bump, (ny, 1)), topg=0.0,
+                       ubar=0.0 if on_faces else 100.0, vbar=0.0, **(faces if on_faces else {}))
     run_process(thk, state, thk.Params(slope_type=slope_type), steps=80, dt=0.25,
                 output_dir=tmp_path)
     exact = 100.0 * np.exp(-(((x - 4000.0) / 500.0) ** 2))
@@ -91,6 +95,27 @@ def test_pure_advection_moves_the_bump_by_u_t(tmp_path):
     errors = [advect(s, tmp_path)[-1] for s in ("minmod", "upwind")]
     assert err_superbee < errors[0] < errors[1]
     assert errors[1] > 4 * err_superbee
+
+
+def test_face_velocities_replace_the_cell_ones(tmp_path):
+    _, _, on_cells, _ = advect("superbee", tmp_path)
+    _, _, on_faces, _ = advect("superbee", tmp_path, on_faces=True)
+    np.testing.assert_array_equal(on_faces, on_cells)
+
+
+def test_face_velocity_of_the_wrong_shape(tmp_path):
+    state = make_state(nx=20, ny=16, thk=1.0, topg=0.0, ubar=0.0, vbar=0.0,
+                       ubar_xface=np.zeros((16, 20)), vbar_yface=np.zeros((17, 20)))
+    with pytest.raises(FieldError, match=r"processes\.thk: State field 'ubar_xface' has shape "
+                       r"\(16, 20\), expected \(16, 21\)"):
+        run_process(thk, state, steps=1, output_dir=tmp_path)
+
+
+def test_a_blown_up_flow_is_a_one_line_error(tmp_path):
+    state = make_state(thk=10.0, topg=0.0, ubar=np.nan, vbar=0.0)
+    with pytest.raises(PluginRuntimeError, match=r"processes\.thk: the ice thickness is no "
+                       r"longer finite at t=0\.5 yr \(the flow blew up\): shorten the step"):
+        run_process(thk, state, steps=1, dt=0.5, output_dir=tmp_path)
 
 
 def test_bad_slope_type(tmp_path):

@@ -56,6 +56,22 @@ def test_step_obeys_cfl_on_the_largest_depth_averaged_velocity(tmp_path, fields,
     assert steps[-1][0] == 0.95
 
 
+def test_face_velocities_add_the_diffusive_limit(tmp_path):
+    """With staggered face velocities (iceflow sia, numerics.staggered) the
+    step also obeys dt <= cfl dx^2 / (4 D), D = |u| H / |ds/dx| on the faces:
+    here 50 m/yr x 200 m / 0.1 = 1e5 m2/yr, so dt = 0.3 x 1e4 / 4e5 yr
+    (the advective limit is 0.6 yr; no slope along y, no limit there)."""
+    nx, ny, dx = 20, 16, 100.0
+    topg = np.tile(0.1 * dx * np.arange(nx), (ny, 1))
+    state = make_state(nx=nx, ny=ny, dx=dx, thk=200.0, topg=topg, ubar=50.0, vbar=0.0,
+                       ubar_xface=np.full((ny, nx + 1), 50.0),
+                       vbar_yface=np.full((ny + 1, nx), 7.0))
+    assert clock.max_face_diffusivity(state) == pytest.approx(1e5, rel=1e-5)
+    steps = advance(clock.Params(start=0.0, end=0.95, save=10.0, step_max=1.0, cfl=0.3),
+                    state, tmp_path)
+    assert steps[1][1] == pytest.approx(0.3 * dx**2 / 4e5, rel=1e-5)
+
+
 def test_cfl_step_never_exceeds_step_max(tmp_path):
     steps = advance(clock.Params(start=0.0, end=2.0, save=1.0, step_max=0.25),
                     make_state(ubar=1.0), tmp_path)

@@ -114,6 +114,7 @@ def halfar(cells: list[int], years: float, folder: Path) -> dict:
         flow.physics.init_arrhenius = A_TEST
         flow.physics.sliding = False
         flow.numerics.Nz = 2
+        flow.numerics.staggered = True
         clock = time_process.Params(start=t0, end=t0 + years, save=years, step_max=2.0)
         state, _ = run_model(path, {"iceflow": flow, "time": clock,
                                     "thk": thk_process.Params()}, folder)
@@ -279,7 +280,7 @@ def main() -> None:
         folder = Path(tmp)
         numbers["slab"] = slab(folder)
         plot_slab(numbers["slab"], args.out / "slab.png")
-        numbers["halfar"] = halfar([41, 61], 1000.0, folder)
+        numbers["halfar"] = halfar([61, 121], 1000.0, folder)
         plot_halfar(numbers["halfar"], args.out / "halfar.png")
         lengths = [10, 40, 160]
         n, nz = (24, 6) if args.quick else (40, 10)

@@ -86,6 +86,10 @@ def select_names(wanted: list[str], state) -> list[str]:
             keep.append(name)
         elif name in DEFAULT_VARS:
             skipped.append(name)
+        elif state.has(name):
+            raise ConfigError(f"{KEY}.vars_to_save: field '{name}' has shape "
+                              f"{tuple(np.shape(state.get(name)))}, not on the cell centres "
+                              f"{state.grid.shape}; only cell-centre fields are written")
         else:
             raise ConfigError(f"{KEY}.vars_to_save: no field '{name}' in this run; available: "
                               f"{', '.join(available)}")

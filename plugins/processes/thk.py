@@ -3,13 +3,18 @@
     dH/dt = -div(H ubar) + smb
 
 solved with a finite-volume scheme: the flux ``H u`` (m2/yr) through each
-cell face uses the face velocity (mean of the two cell-centre values of
-``ubar``, ``vbar``, m/yr) and the upwind thickness reconstructed with a
+cell face uses the face velocity and the upwind thickness reconstructed with a
 limited slope (``slope_type``: ``superbee`` (default), ``minmod``, or
 ``upwind`` for first order), in Sweby's flux-limited form (the slope term
 scaled by 1 - Courant number, TVD under forward Euler). Outside the domain
 the thickness and velocity are continued by their edge values, so ice flows
 out freely through the edges. Then H >= 0 is enforced.
+
+Face velocities (m/yr): ``ubar_xface`` (ny, nx+1) and ``vbar_yface``
+(ny+1, nx) when the flow model writes them (iceflow's ``sia`` does: the
+staggered shallow-ice velocity, which keeps the steep margin of an ice cap
+accurate), otherwise the mean of the two cell-centre values of ``ubar``,
+``vbar``.
 
 Budget (cumulative volumes in m3, float64, in ``state.extras["mass_budget"]``):
 ``smb_m3`` is the surface mass balance actually applied (less than the
@@ -21,6 +26,7 @@ Then ``V(t) - V(t0) = smb_m3 - outflow_m3 + clip_m3`` to float precision.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -28,7 +34,7 @@ from typing import Any
 import numpy as np
 
 from igm_core import hookimpl
-from igm_core.errors import ConfigError
+from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
 
 KEY = "processes.thk"
 SLOPES = ("superbee", "minmod", "upwind")
@@ -66,11 +72,10 @@ def _kernels(slope_type: str) -> Any:
         last = tf.gather(a, [tf.shape(a)[axis] - 1] * n, axis=axis)
         return tf.concat([first, a, last], axis=axis)
 
-    def face_flux_x(h, u, dt_dx):
-        """Fluxes (m2/yr) through the nx+1 x-faces of each row: (ny, nx+1)."""
+    def face_flux_x(h, uf, dt_dx):
+        """Fluxes (m2/yr) through the nx+1 x-faces of each row: (ny, nx+1),
+        from the face velocities uf (ny, nx+1)."""
         hp = pad_edge(h, 2, 1)  # cell j at column j+2
-        up = pad_edge(u, 1, 1)  # cell j at column j+1
-        uf = 0.5 * (up[:, :-1] + up[:, 1:])
         # Sweby's flux-limited form: the slope correction shrinks with the
         # Courant number c, which keeps the forward-Euler update TVD for c <= 1
         half = 0.5 * tf.maximum(1.0 - tf.abs(uf) * dt_dx, 0.0)
@@ -81,23 +86,48 @@ def _kernels(slope_type: str) -> Any:
         return uf * tf.where(uf > 0, left, right)
 
     @tf.function(reduce_retracing=True)
-    def fluxes(h, u, v, dt_dx):
-        fx = face_flux_x(h, u, dt_dx)
-        fy = tf.transpose(face_flux_x(tf.transpose(h), tf.transpose(v), dt_dx))
+    def fluxes(h, uf, vf, dt_dx):
+        fx = face_flux_x(h, uf, dt_dx)
+        fy = tf.transpose(face_flux_x(tf.transpose(h), tf.transpose(vf), dt_dx))
         return fx, fy
 
     return fluxes
 
 
-def face_fluxes(thk: Any, ubar: Any, vbar: Any, dt_dx: float,
-                slope_type: str = "superbee") -> tuple[Any, Any]:
-    """Ice fluxes through the cell faces (m2/yr) over a step: x-faces
-    (ny, nx+1) and y-faces (ny+1, nx), from thickness (m) and velocities
-    (m/yr) on (ny, nx); ``dt_dx`` is the time step over the cell size
-    (yr/m)."""
+def node_to_face(ubar: Any, vbar: Any) -> tuple[Any, Any]:
+    """Face velocities (m/yr) from cell-centre ones (ny, nx): the mean of the
+    two cells beside each face, edge values continued outside the domain;
+    x-faces (ny, nx+1) and y-faces (ny+1, nx)."""
     import tensorflow as tf
 
-    return _kernels(slope_type)(thk, ubar, vbar, tf.constant(dt_dx, tf.float32))
+    up = tf.concat([ubar[:, :1], ubar, ubar[:, -1:]], axis=1)
+    vp = tf.concat([vbar[:1], vbar, vbar[-1:]], axis=0)
+    return 0.5 * (up[:, :-1] + up[:, 1:]), 0.5 * (vp[:-1] + vp[1:])
+
+
+def face_velocities(state) -> tuple[Any, Any]:
+    """The State's face velocities ``ubar_xface``, ``vbar_yface`` when set
+    (checked against the grid), else :func:`node_to_face` of ubar, vbar."""
+    uf, vf = state.get("ubar_xface"), state.get("vbar_yface")
+    if uf is None or vf is None:
+        return node_to_face(state.ubar, state.vbar)
+    ny, nx = state.grid.shape
+    for name, value, shape in (("ubar_xface", uf, (ny, nx + 1)), ("vbar_yface", vf, (ny + 1, nx))):
+        if tuple(np.shape(value)) != shape:
+            raise FieldError(f"{KEY}: State field '{name}' has shape {tuple(np.shape(value))}, "
+                             f"expected {shape} (the faces of the {ny} x {nx} grid)")
+    return uf, vf
+
+
+def face_fluxes(thk: Any, ubar_xface: Any, vbar_yface: Any, dt_dx: float,
+                slope_type: str = "superbee") -> tuple[Any, Any]:
+    """Ice fluxes through the cell faces (m2/yr) over a step: x-faces
+    (ny, nx+1) and y-faces (ny+1, nx), from thickness (m) on (ny, nx) and
+    face velocities (m/yr) on the x-faces (ny, nx+1) and y-faces
+    (ny+1, nx); ``dt_dx`` is the time step over the cell size (yr/m)."""
+    import tensorflow as tf
+
+    return _kernels(slope_type)(thk, ubar_xface, vbar_yface, tf.constant(dt_dx, tf.float32))
 
 
 def divergence(fx: Any, fy: Any, dx: float) -> Any:
@@ -139,16 +169,21 @@ def igm_process_update(params: Params, state) -> None:
     if dt <= 0:
         return
     dx = state.dx
-    fx, fy = face_fluxes(state.thk, state.ubar, state.vbar, dt / dx, params.slope_type)
+    fx, fy = face_fluxes(state.thk, *face_velocities(state), dt / dx, params.slope_type)
     state.divflux = divergence(fx, fy, dx)
     transported = state.thk - dt * state.divflux
     kept = tf.maximum(transported, 0.0)
     smb = state.get("smb")
     new = kept if smb is None else tf.maximum(kept + dt * smb, 0.0)
     cell = dx * dx
+    total = _total(new)
+    if not math.isfinite(total):
+        raise PluginRuntimeError(f"{KEY}: the ice thickness is no longer finite at "
+                                 f"t={state.t:g} yr (the flow blew up): shorten the step "
+                                 "(processes.time.cfl or step_max)")
     budget = state.extras["mass_budget"]
     budget["outflow_m3"] += dt * outflow_rate(fx, fy, dx)
     budget["clip_m3"] += cell * (_total(kept) - _total(transported))
-    budget["smb_m3"] += cell * (_total(new) - _total(kept))
+    budget["smb_m3"] += cell * (total - _total(kept))
     state.thk = new
     state.usurf = state.topg + new

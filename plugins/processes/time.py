@@ -4,7 +4,11 @@ Sets ``state.t`` (yr), ``state.t_end`` and, every step, ``state.dt`` (yr)
 and ``state.saveresult``. The step obeys the CFL condition
 ``dt <= cfl * dx / max|u|`` on the largest depth-averaged velocity component
 (``ubar``, ``vbar``, m/yr: the velocity the ``thk`` process transports the
-ice with; the 3-D velocities of the particles set no limit),
+ice with; the 3-D velocities of the particles set no limit).
+When the flow model writes face velocities (``ubar_xface``, ``vbar_yface``:
+iceflow's staggered ``sia``), the step also obeys the diffusive limit of the
+explicit transport, ``dt <= cfl * dx^2 / (4 D)`` with ``D = |u| H / |ds/dx|``
+(m2/yr) the largest effective diffusivity on the faces. The step
 never exceeds ``step_max``, and lands exactly on every save time
 (``start + k * save``) and on ``end``. The first update (step 0) keeps
 ``t = start`` with ``dt = 0`` so that processes and outputs see the
@@ -40,6 +44,26 @@ def max_speed(state) -> float:
     return max(speeds, default=0.0)
 
 
+def max_face_diffusivity(state) -> float:
+    """Largest effective diffusivity ``|u_f| H_f / |ds/dn|`` (m2/yr) over the
+    interior cell faces, from the face velocities ``ubar_xface`` (ny, nx+1)
+    and ``vbar_yface`` (ny+1, nx) in m/yr, the mean thickness of the two
+    cells (m) and the surface difference across the face; 0 without face
+    velocities or ice."""
+    if not (state.has("ubar_xface") and state.has("vbar_yface")):
+        return 0.0
+    f64 = "float64"
+    H, s = np.asarray(state.thk, f64), np.asarray(state.usurf, f64)
+    d_max = 0.0
+    for u, axis in ((np.asarray(state.ubar_xface, f64)[:, 1:-1], 1),
+                    (np.asarray(state.vbar_yface, f64)[1:-1], 0)):
+        slope = np.abs(np.diff(s, axis=axis)) / state.dx
+        flux = np.abs(u) * 0.5 * (np.delete(H, 0, axis) + np.delete(H, -1, axis))
+        d = np.divide(flux, slope, out=np.zeros_like(flux), where=slope > 0)
+        d_max = max(d_max, float(d.max(initial=0.0)))
+    return d_max
+
+
 def next_save_time(params: Params, t: float) -> float:
     """The first save time strictly after ``t`` (yr), capped at ``end``."""
     k = math.floor((t - params.start) / params.save + 1e-9) + 1
@@ -70,6 +94,9 @@ def igm_process_update(params: Params, state) -> None:
     dt = params.step_max
     if speed > 0:
         dt = min(dt, params.cfl * state.dx / speed)
+    diffusivity = max_face_diffusivity(state)
+    if diffusivity > 0:
+        dt = min(dt, params.cfl * state.dx**2 / (4.0 * diffusivity))
     target = next_save_time(params, state.t)
     if state.t + dt >= target - 1e-9 * max(1.0, abs(target)):
         state.dt = target - state.t

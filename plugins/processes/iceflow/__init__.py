@@ -2,7 +2,10 @@
 
 Methods (``method``):
 
-- ``sia``: closed-form shallow-ice deformation plus Weertman sliding.
+- ``sia``: closed-form shallow-ice deformation plus Weertman sliding; with
+  ``numerics.staggered`` also the depth means on the cell faces
+  (``ubar_xface`` (ny, nx+1), ``vbar_yface`` (ny+1, nx), m/yr, staggered as
+  in Mahaffy 1976) that the ``thk`` process then transports the ice with.
 - ``solved``: the Blatter-Pattyn velocity, minimiser of the convex energy
   (viscous dissipation + basal friction + work of gravity), found with
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
@@ -56,6 +59,7 @@ class NumericsParams:
     mean_slope_x: float = 0.0  # prescribed mean surface slope ds/dx added to grad(usurf) (m/m)
     mean_slope_y: float = 0.0  # prescribed mean surface slope ds/dy (m/m)
     jit: bool = True  # compile the energy with XLA
+    staggered: bool = False  # sia: also write ubar/vbar on the cell faces (Mahaffy), used by thk
 
 
 @dataclass

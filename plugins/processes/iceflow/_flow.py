@@ -14,6 +14,7 @@ from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     derived_fields,
     energy,
+    sia_face_velocity,
     sia_velocity,
     vertical_levels,
 )
@@ -50,6 +51,9 @@ def check_params(p: Params) -> None:
             raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
     if p.numerics.Nz < 2:
         raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
+    if p.numerics.staggered and p.method != "sia":
+        raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
+                          f"{p.method!r}")
     if p.emulator.network.conv_ker_size % 2 != 1:
         raise ConfigError(f"{KEY}.emulator.network.conv_ker_size must be odd, got "
                           f"{p.emulator.network.conv_ker_size}")
@@ -138,10 +142,9 @@ class IceFlow:
         method = self.p.method
         ubar = vbar = None
         if method == "sia":
-            U, V, ubar, vbar = sia_velocity(args[0], args[1], args[2], args[3], float(state.dx),
-                                            self.zeta, tuple(self.slope.numpy()), self.consts,
-                                            self.p.numerics.periodic)
-            X = tf.stack([U, V])
+            X, ubar, vbar = self.sia(args)
+            if self.p.numerics.staggered:
+                state.ubar_xface, state.vbar_yface = self.sia_faces(args, ubar, vbar)
         elif method == "solved":
             X = self.solve(args, self.X)
         elif method == "emulated":
@@ -156,6 +159,23 @@ class IceFlow:
         state.U, state.V = X[0], X[1]
         for name, value in derived.items():
             setattr(state, name, value)
+
+    def sia(self, args: tuple) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        """Shallow-ice velocities: the stack (U, V) (2, Nz, ny, nx) and ubar,
+        vbar (ny, nx), m/yr."""
+        thk, usurf, A, C, dx = args
+        U, V, ubar, vbar = sia_velocity(thk, usurf, A, C, float(dx), self.zeta,
+                                        tuple(self.slope.numpy()), self.consts,
+                                        self.p.numerics.periodic)
+        return tf.stack([U, V]), ubar, vbar
+
+    def sia_faces(self, args: tuple, ubar: tf.Tensor, vbar: tf.Tensor
+                  ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Shallow-ice ubar on the x-faces (ny, nx+1) and vbar on the y-faces
+        (ny+1, nx), m/yr (``numerics.staggered``)."""
+        thk, usurf, A, C, dx = args
+        return sia_face_velocity(thk, usurf, A, C, float(dx), ubar, vbar,
+                                 tuple(self.slope.numpy()), self.consts, self.p.numerics.periodic)
 
     def log_difference(self, state, Xe: tf.Tensor, Xs: tf.Tensor, args: tuple) -> None:
         """Log the emulator-solver difference of surface speed over ice and both

@@ -185,6 +185,28 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
 
 # -- shallow ice ---------------------------------------------------------------
 
+def _sia_coefficients(H: tf.Tensor, grad: tf.Tensor, A: tf.Tensor, slidingco: tf.Tensor,
+                      c: FlowConstants) -> tuple[tf.Tensor, tf.Tensor]:
+    """Shallow-ice speed per unit surface slope (m/yr): the deformation
+    coefficient ``2A/(n+1) (rho g)^n H^(n+1) |grad s|^(n-1)`` (its surface
+    value; the depth mean is (n+1)/(n+2) of it) and the sliding coefficient
+    ``(rho g H |grad s| / C)^m / |grad s|`` (0 where C <= 0 or without
+    sliding), for thickness H (m), slope magnitude ``grad``, A (MPa^-n/yr)
+    and C, all of one shape."""
+    n, m = c.n, c.m
+    deform = 2.0 * A / (n + 1.0) * c.rho_g**n * H ** (n + 1.0) * grad ** (n - 1.0)
+    taub = c.rho_g * H * grad
+    safe_c = tf.where(slidingco > 0, slidingco, 1.0)
+    speed_b = tf.where(slidingco > 0, (taub / safe_c) ** m, 0.0) * float(c.sliding)
+    return deform, tf.math.divide_no_nan(speed_b, grad)
+
+
+def _depth_mean_a(arrhenius: tf.Tensor, c: FlowConstants) -> tf.Tensor:
+    """E A on (ny, nx): a 3-D ``arrhenius`` enters through its depth mean."""
+    A = arrhenius if arrhenius.shape.rank == 2 else tf.reduce_mean(arrhenius, axis=0)
+    return c.enhancement * A
+
+
 def sia_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
                  slidingco: tf.Tensor, dx: float, zeta: tf.Tensor,
                  slope: tuple[float, float], c: FlowConstants,
@@ -199,23 +221,63 @@ def sia_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
     3-D ``arrhenius`` enters through its depth mean. Zero where
     ``thk <= thr_ice_thk``; no sliding where ``C <= 0`` or without sliding.
     """
-    n, m = c.n, c.m
-    A = arrhenius if arrhenius.shape.rank == 2 else tf.reduce_mean(arrhenius, axis=0)
-    A = c.enhancement * A
+    n = c.n
     ice = tf.cast(thk > c.thr_ice_thk, tf.float32)
-    H = thk * ice
     gx, gy = node_gradient(usurf, dx, periodic)
     gx, gy = gx + slope[0], gy + slope[1]
-    grad = tf.sqrt(gx**2 + gy**2)
-    deform = 2.0 * A / (n + 1.0) * c.rho_g**n * H ** (n + 1.0) * grad ** (n - 1.0) * ice
-    taub = c.rho_g * H * grad
-    safe_c = tf.where(slidingco > 0, slidingco, 1.0)
-    speed_b = tf.where(slidingco > 0, (taub / safe_c) ** m, 0.0) * float(c.sliding)
-    base = tf.math.divide_no_nan(speed_b, grad) * ice
+    deform, base = _sia_coefficients(thk * ice, tf.sqrt(gx**2 + gy**2),
+                                     _depth_mean_a(arrhenius, c), slidingco, c)
+    deform, base = deform * ice, base * ice
     shape = (1.0 - (1.0 - zeta[:, None, None]) ** (n + 1.0))
     coef = base[None] + deform[None] * shape
     coef_bar = base + deform * (n + 1.0) / (n + 2.0)
     return -coef * gx[None], -coef * gy[None], -coef_bar * gx, -coef_bar * gy
+
+
+def _sia_xface_ubar(H: tf.Tensor, s: tf.Tensor, A: tf.Tensor, C: tf.Tensor,
+                    gy_node: tf.Tensor, ubar_node: tf.Tensor, dx: float,
+                    slope: tuple[float, float], c: FlowConstants,
+                    periodic: bool) -> tf.Tensor:
+    """Depth-mean x velocity (m/yr) on the nx+1 x-faces of each row
+    (ny, nx+1), from masked thickness H, surface s, E A, C and the node
+    y-slope (ny, nx) (see :func:`sia_face_velocity`)."""
+    if periodic:  # the face after the last column joins it to the first
+        H, s, A, C, gy_node = (tf.concat([f, f[:, :1]], axis=1) for f in (H, s, A, C, gy_node))
+
+    def face(f):
+        return 0.5 * (f[:, 1:] + f[:, :-1])
+
+    sx = (s[:, 1:] - s[:, :-1]) / dx + slope[0]
+    sy = face(gy_node) + slope[1]
+    deform, base = _sia_coefficients(face(H), tf.sqrt(sx**2 + sy**2), face(A), face(C), c)
+    u = -(base + deform * (c.n + 1.0) / (c.n + 2.0)) * sx
+    if periodic:
+        return tf.concat([u[:, -1:], u], axis=1)
+    return tf.concat([ubar_node[:, :1], u, ubar_node[:, -1:]], axis=1)
+
+
+def sia_face_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
+                      slidingco: tf.Tensor, dx: float, ubar: tf.Tensor, vbar: tf.Tensor,
+                      slope: tuple[float, float], c: FlowConstants,
+                      periodic: bool) -> tuple[tf.Tensor, tf.Tensor]:
+    """Shallow-ice depth-mean velocities on the cell faces, staggered as in
+    Mahaffy (1976): ubar on the x-faces (ny, nx+1) and vbar on the y-faces
+    (ny+1, nx), m/yr. The face between two nodes takes the mean of their
+    thickness, A and C, the difference of their surface elevations across the
+    face and the mean of their centred slopes along it. At the edges of a
+    non-periodic grid the faces carry the edge nodes' ``ubar``/``vbar`` (the
+    flow continues out of the domain); on a periodic grid the first and last
+    faces are the one that wraps around. Thickness-transport schemes fed with
+    these face velocities reproduce the accuracy of the staggered SIA at the
+    steep margins of ice caps (Halfar dome)."""
+    ice = tf.cast(thk > c.thr_ice_thk, tf.float32)
+    H, A = thk * ice, _depth_mean_a(arrhenius, c)
+    gx, gy = node_gradient(usurf, dx, periodic)
+    u = _sia_xface_ubar(H, usurf, A, slidingco, gy, ubar, dx, slope, c, periodic)
+    flip = (slope[1], slope[0])
+    v = _sia_xface_ubar(*(tf.transpose(f) for f in (H, usurf, A, slidingco, gx, vbar)),
+                        dx, flip, c, periodic)
+    return u, tf.transpose(v)
 
 
 # -- derived fields -----------------------------------------------------------
