@@ -169,7 +169,7 @@ def test_diagnostic_logs_difference_and_energies(tmp_path, caplog) -> None:
     p.emulator.nbit = 2
     p.numerics.jit = False
     p.solver.nbitmax = 60
-    with caplog.at_level(logging.INFO, logger="igm_plugins.processes.iceflow._flow"):
+    with caplog.at_level(logging.INFO, logger="igm"):
         run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
     lines = [r.getMessage() for r in caplog.records if "diagnostic" in r.getMessage()]
     assert len(lines) == 2 and "relative L2 difference" in lines[0]

@@ -5,6 +5,7 @@ slab profile, the shallow-ice limit and ISMIP-HOM experiments A and C
 from __future__ import annotations
 
 import csv
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -89,6 +90,19 @@ def test_warm_start_needs_few_iterations(tmp_path) -> None:
     assert report.energy_end <= e1 + 1e-6 * abs(e1)
     np.testing.assert_allclose(np.asarray(again), np.asarray(first), atol=0.05 * float(
         np.abs(np.asarray(first)).max()))
+
+
+def test_solver_debug_lines_follow_the_igm_log_level(tmp_path, caplog) -> None:
+    """iceflow logs under "igm", so core.logging_level=DEBUG (the level of the
+    "igm" logger) shows its per-solve lines."""
+    thk = np.zeros((14, 16), "float32")
+    thk[3:11, 3:13] = 200.0
+    state = make_state(nx=16, ny=14, dx=200.0, thk=thk, topg=np.linspace(0, 400, 16)[None])
+    with caplog.at_level(logging.DEBUG, logger="igm"):
+        run_process(iceflow, state, params=solved_params(), steps=1, output_dir=tmp_path)
+    solves = [r for r in caplog.records if r.getMessage().startswith("iceflow solve:")]
+    assert len(solves) == 2  # initialisation and one step
+    assert all(r.name.startswith("igm.") for r in solves)
 
 
 # -- ISMIP-HOM -------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("igm.processes.iceflow")
 
 SHIPPED = "emulator_weights.npz"
 NIN = 6

@@ -21,7 +21,7 @@ from igm_plugins.processes.iceflow._physics import (
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("igm.processes.iceflow")
 KEY = "processes.iceflow"
 
 

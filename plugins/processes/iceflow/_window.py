@@ -9,7 +9,7 @@ import logging
 import numpy as np
 import tensorflow as tf
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("igm.processes.iceflow")
 
 
 def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
