@@ -7,8 +7,9 @@ problems with exact or published solutions and writes one PNG per problem
 plus ``numbers.json``:
 
 - ``halfar.png``: the Halfar (1981) dome (Bueler et al. 2005, test B) with
-  ``iceflow`` method ``sia``, ``time`` and ``thk``, from t0 = 422.45 yr to
-  t0 + 1000 yr, at 60 km and 40 km grids, against the exact thickness;
+  ``iceflow`` method ``sia`` (staggered), ``time`` and ``thk``, from
+  t0 = 422.45 yr to t0 + 1000 yr, on 40 km and 20 km grids (61 and 121
+  nodes), against the exact thickness;
 - ``slab.png``: the velocity profile of a uniform inclined slab, with and
   without Weertman sliding, from methods ``sia`` and ``solved`` against the
   exact profile;
