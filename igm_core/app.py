@@ -15,6 +15,7 @@ import logging
 import math
 import os
 import re
+import signal
 import sys
 import time
 import traceback
@@ -30,10 +31,10 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from igm_core import data, engine, hardware, sweep
-from igm_core.config import CoreParams
+from igm_core import data, engine, hardware, interrupts, resume, runfolder, sweep
+from igm_core.config import CoreParams, Objective
 from igm_core.context import RunContext
-from igm_core.errors import ConfigError, IgmError, PluginError
+from igm_core.errors import ConfigError, IgmError, PluginError, RunInterrupted
 from igm_core.files import write_json
 from igm_core.observers import format_timings
 from igm_core.plugins import (
@@ -49,7 +50,6 @@ from igm_core.quiet import quiet_tensorflow
 log = logging.getLogger("igm")
 MAX_ERROR_CHARS = 600
 LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
-OBJECTIVES = ("volume", "area", "volume_change", "volume_change_misfit")
 
 
 # -- configuration schemas -------------------------------------------------
@@ -110,13 +110,7 @@ def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
 
 
 def _setup_logging(core: CoreParams, output_dir: Path) -> None:
-    level = core.logging_level
-    level = level.upper() if isinstance(level, str) else level
-    try:
-        log.setLevel(level if core.logging else logging.WARNING)
-    except (ValueError, TypeError):
-        raise ConfigError(f"core.logging_level: unknown level {core.logging_level!r} "
-                          "(expected DEBUG, INFO, WARNING or ERROR)") from None
+    log.setLevel(core.level if core.logging else logging.WARNING)
     if core.logging_file:
         path = Path(core.logging_file)
         handler = logging.FileHandler(path if path.is_absolute() else output_dir / path)
@@ -128,61 +122,96 @@ def objective(core: CoreParams, result: engine.RunResult) -> float:
     """The number the job returns to Hydra (and its sweepers)."""
     change = result.volume_km3 - result.volume_start_km3
     values = {
-        "volume": result.volume_km3,
-        "area": result.area_km2,
-        "volume_change": change,
-        "volume_change_misfit": abs(change - core.objective_target),
+        Objective.volume: result.volume_km3,
+        Objective.area: result.area_km2,
+        Objective.volume_change: change,
+        Objective.volume_change_misfit: abs(change - core.objective_target),
     }
-    if core.objective not in values:
-        raise ConfigError(f"core.objective: unknown objective '{core.objective}' "
-                          f"(expected one of {', '.join(OBJECTIVES)})")
     return float(values[core.objective])
 
 
 _single_run_errors: list[Exception] = []
+_interruptions: list[str] = []
 
 
-def run_job(cfg: DictConfig) -> float:
-    """Hydra task function: one run in its Hydra output folder.
-
-    Writes ``config_resolved.yaml`` and ``run_summary.json`` there and
-    returns the objective (``core.objective``)."""
-    hc = HydraConfig.get()
-    output_dir = Path(hc.runtime.output_dir)
+def _context(hc: Any, core: CoreParams) -> RunContext:
     multirun = hc.mode == RunMode.MULTIRUN
-    core: CoreParams = OmegaConf.to_object(cfg.core)
     launch_dir = Path(hc.runtime.cwd)
     data_dir = Path(core.folder_data).expanduser()
-    ctx = RunContext(
-        output_dir=output_dir,
+    return RunContext(
+        output_dir=Path(hc.runtime.output_dir),
         launch_dir=launch_dir,
         data_dir=data_dir if data_dir.is_absolute() else launch_dir / data_dir,
         job_num=int(hc.job.num) if multirun else 0,
         multirun=multirun,
         overrides=tuple(hc.overrides.task),
     )
-    resolved = OmegaConf.to_yaml(cfg, resolve=True)
-    (output_dir / "config_resolved.yaml").write_text(resolved)
+
+
+def _error_line(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, IgmError) else f"{type(exc).__name__}: {exc}"
+
+
+def run_job(cfg: DictConfig) -> float:
+    """Hydra task function: one run in its Hydra output folder.
+
+    Checks every parameter, takes the folder's lock, and runs, continues or
+    (for a run already completed there) skips the run, see
+    :mod:`igm_core.runfolder`. Writes ``config_resolved.yaml`` and
+    ``run_summary.json`` there and returns the objective
+    (``core.objective``). A signal that stops the run leaves it
+    ``interrupted`` with a checkpoint, and ends the process (exit status
+    128 + the signal) after the handler that was there before (submitit's
+    requeue) has seen it."""
+    hc = HydraConfig.get()
+    output_dir = Path(hc.runtime.output_dir)
+    multirun = hc.mode == RunMode.MULTIRUN
     result = engine.RunResult()
-    summary: dict[str, Any] = {"job_num": ctx.job_num, "overrides": list(ctx.overrides),
-                               "status": "running", "started_at": time.time(),
-                               **hardware.process_info()}
-    write_json(output_dir / "run_summary.json", summary)  # a killed job stays "running"
+    summary: dict[str, Any] = {"job_num": int(hc.job.num) if multirun else 0,
+                               "overrides": list(hc.overrides.task), "status": "running",
+                               "started_at": time.time(), **hardware.process_info()}
+    lock = runfolder.RunLock(output_dir)
+    lock.acquire()  # another run's folder: refused before anything is written
+    owned = not (output_dir / runfolder.SUMMARY).exists()
+    core: CoreParams | None = None
+    stop: BaseException | None = None
     try:
+        core = OmegaConf.to_object(cfg.core)
         _setup_logging(core, output_dir)
+        selection = selection_from(cfg, discover())
+        ctx = _context(hc, core)
+        step = runfolder.plan(output_dir, OmegaConf.to_container(cfg, resolve=True),
+                              core.restart, ctx.launch_dir)
+        if step.action == "done":
+            previous = runfolder.previous_run(output_dir).summary
+            log.warning("run folder %s already holds this run, completed: nothing to do "
+                        "(another hydra.run.dir runs it again)", output_dir)
+            return previous.get("objective", math.nan)
+        owned = True
+        summary["attempts"] = step.attempt
+        resolved = OmegaConf.to_yaml(cfg, resolve=True)
+        (output_dir / runfolder.CONFIG).write_text(resolved)
+        write_json(output_dir / runfolder.SUMMARY, summary)  # a killed job stays "running"
         if core.print_params:
             log.info("parameters:\n%s", resolved)
+        if step.reason:
+            log.info("%s: %s", "continuing" if step.checkpoint else "starting afresh",
+                     step.reason)
         placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
         summary.update(placement.as_dict())
         if core.url_data:
             data.fetch(core.url_data, ctx.data_dir)
-        selection = selection_from(cfg, discover())
-        summary.update(hardware.run_engine(selection, ctx, core.progress, result, placement))
+        summary.update(hardware.run_engine(selection, ctx, core.progress.value, result,
+                                           placement, core.checkpoint, step.checkpoint))
         summary["objective"] = objective(core, result)
+    except (RunInterrupted, KeyboardInterrupt) as exc:
+        result.status = "interrupted"
+        result.error = result.error or (str(exc) if isinstance(exc, RunInterrupted) else
+                                        "interrupted by Ctrl-C (SIGINT)")
+        stop = exc
     except BaseException as exc:
         result.status = "failed"
-        result.error = result.error or (str(exc) if isinstance(exc, IgmError)
-                                        else f"{type(exc).__name__}: {exc}")
+        result.error = result.error or _error_line(exc)
         if multirun or not isinstance(exc, Exception):
             raise
         # A single run hands its error to main(), which prints it as one line
@@ -190,15 +219,32 @@ def run_job(cfg: DictConfig) -> float:
         _single_run_errors.append(exc)
         return math.nan
     finally:
-        summary.update(result.as_dict())
-        summary.setdefault("devices", hardware.devices())
-        summary["ended_at"] = time.time()
-        write_json(output_dir / "run_summary.json", summary)
-        if core.print_comp and result.timings:
+        if owned:
+            summary.update(result.as_dict())
+            summary.setdefault("devices", hardware.devices())
+            summary["ended_at"] = time.time()
+            write_json(output_dir / runfolder.SUMMARY, summary)
+        lock.release()
+        if core is not None and core.print_comp and result.timings:
             log.info("time spent per plugin:\n%s", format_timings(result.timings))
+    if stop is not None:
+        _stopped(stop, output_dir)
     log.info("run %s in %.1f s: %d steps, ice volume %.4f km3, area %.3f km2",
              result.status, result.wall_time_s, result.steps, result.volume_km3, result.area_km2)
     return summary["objective"]
+
+
+def _stopped(exc: BaseException, output_dir: Path) -> None:
+    """End the process after a run stopped by a signal: one line (kept for
+    main()), then the handler that was there before (submitit requeues the
+    job on SIGUSR2), then exit with 128 + the signal."""
+    signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
+    line = (f"{exc if isinstance(exc, RunInterrupted) else 'interrupted by Ctrl-C (SIGINT)'}; "
+            f"continue it with: igm_run --resume {output_dir}")
+    log.warning("%s", line)
+    _interruptions.append(line)
+    interrupts.forward(signum)
+    raise SystemExit(128 + signum)
 
 
 class SweepSummary(Callback):
@@ -232,7 +278,9 @@ def _key_hint(err: OmegaConfBaseException) -> str:
     key = getattr(err, "key", None)
     obj_type = getattr(err, "object_type", None)
     fields = list(getattr(obj_type, "__dataclass_fields__", {}) or {})
-    close = difflib.get_close_matches(str(key), fields, n=1) if key is not None else []
+    if key is None or str(key) in fields:
+        return ""
+    close = difflib.get_close_matches(str(key), fields, n=1)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
@@ -261,7 +309,7 @@ def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None)
                 msg = str(getattr(err, "msg", "") or err).split("\n")[0].strip()
                 return f"{where}: {msg} (key '{err.full_key}'){_key_hint(err)}"
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
-        return f"{where}: " + "; ".join(lines[:3])
+        return f"{where}: " + "; ".join(lines)
     text = " ".join(str(exc).split(" Error stream produced")[0].split())
     return f"{type(exc).__name__}: {text[:MAX_ERROR_CHARS]}"
 
@@ -290,6 +338,12 @@ def main() -> None:
         except IgmError as exc:
             sys.exit(f"igm_run: error: {exc}")
         return
+    if "--resume" in argv:
+        try:
+            sys.argv[1:] = resume.arguments(argv)
+        except IgmError as exc:
+            sys.exit(f"igm_run: error: {exc}")
+        argv = sys.argv[1:]
     debug = _debug_requested(argv)
     quiet_tensorflow(debug)
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -300,12 +354,17 @@ def main() -> None:
         _hydra_main()
         if _single_run_errors:
             raise _single_run_errors.pop()
-    except (SystemExit, KeyboardInterrupt):
+    except SystemExit:
+        if _interruptions:
+            sweep.finish_pending()
+            print(f"igm_run: {_interruptions[-1]}", file=sys.stderr, flush=True)
         raise
+    except KeyboardInterrupt:
+        sweep.finish_pending()
+        sys.exit("igm_run: interrupted by Ctrl-C (SIGINT)")
     except BaseException as exc:
         if debug:
             traceback.print_exc()
         sys.exit(f"igm_run: error: {explain(exc, found)}")
     finally:
         sweep.finish_pending()
-

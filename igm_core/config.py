@@ -1,13 +1,53 @@
-"""The core's own parameters (``core.*``), a plain dataclass schema.
+"""The core's own parameters (``core.*``), dataclass schemas that check
+themselves.
 
 Registered in Hydra's ConfigStore by ``igm_core.app`` so keys and types are
-validated like every plugin's ``Params``.
+validated like every plugin's ``Params``; choices are Enums and ranges are
+checked in ``__post_init__``, which runs when the configuration is turned
+into these objects, before TensorFlow starts.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
+
+from igm_core.errors import ConfigError
+
+
+class ProgressMode(Enum):
+    """How the time loop shows its progress."""
+
+    auto = "auto"  # a bar on an interactive terminal outside a sweep, else log lines
+    bar = "bar"
+    log = "log"
+    off = "off"
+
+
+class Objective(Enum):
+    """The number a job returns to Hydra's sweepers."""
+
+    volume = "volume"  # final ice volume (km3)
+    area = "area"  # final ice area (km2)
+    volume_change = "volume_change"  # final minus initial volume (km3)
+    volume_change_misfit = "volume_change_misfit"  # |volume_change - objective_target| (km3)
+
+
+def logging_level(value: Any, key: str = "core.logging_level") -> int:
+    """A logging level from a name in any case (``warning``) or one of
+    Python's numeric levels 0-50 (``30``, also as text); ConfigError
+    otherwise."""
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        number = int(text)
+        if 0 <= number <= 50:
+            return number
+    elif isinstance(logging.getLevelName(text.upper()), int):
+        return int(logging.getLevelName(text.upper()))
+    raise ConfigError(f"{key}: unknown level {value!r} (expected DEBUG, INFO, WARNING, ERROR, "
+                      "CRITICAL in any case, or a number from 0 to 50 such as 30)")
 
 
 @dataclass
@@ -20,19 +60,60 @@ class HardwareParams:
     # single run, the job's share of the cores in a parallel sweep).
     threads: int = 0
 
+    def __post_init__(self) -> None:
+        if self.threads < 0:
+            raise ConfigError(f"core.hardware.threads must be 0 or more, got {self.threads}")
+
+
+@dataclass
+class CheckpointParams:
+    every_years: float = 0.0  # simulated years between checkpoints (yr; 0: by wall time only)
+    every_minutes: float = 10.0  # wall-clock minutes between checkpoints (min; 0: never)
+    keep: int = 2  # checkpoints kept in the run folder (older ones are deleted)
+    at_end: bool = True  # write one when the run completes (to extend it later)
+
+    def __post_init__(self) -> None:
+        for key in ("every_years", "every_minutes"):
+            if not getattr(self, key) >= 0:
+                raise ConfigError(f"core.checkpoint.{key} must be 0 or more, got "
+                                  f"{getattr(self, key)}")
+        if self.keep < 1:
+            raise ConfigError(f"core.checkpoint.keep must be at least 1, got {self.keep}")
+
 
 @dataclass
 class CoreParams:
     url_data: str = ""  # zip or netCDF fetched once into folder_data (http(s)://, file://)
     folder_data: str = "data"  # data folder, relative to the launch folder
     logging: bool = True  # log the run's progress (false: warnings only)
-    logging_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR (or a number)
+    # DEBUG, INFO, WARNING, ERROR, CRITICAL in any case, or Python's number (10 to 50)
+    logging_level: str = "INFO"
     logging_file: str = ""  # an extra log file ('' = only the run's igm.log)
     print_params: bool = True  # log the resolved parameters at start
     print_comp: bool = True  # log the per-plugin timing table at the end
-    progress: str = "auto"  # auto, bar, log or off
+    progress: ProgressMode = ProgressMode.auto  # auto, bar, log or off
     # Number the job returns (for sweepers): volume (final, km3), area
     # (final, km2), volume_change (km3), volume_change_misfit (|change - target|)
-    objective: str = "volume"
+    objective: Objective = Objective.volume
     objective_target: float = 0.0  # target of volume_change_misfit (km3)
+    # Continue from a checkpoint: a checkpoint file, or a run folder (its
+    # latest checkpoint); '' starts afresh, or continues the interrupted run
+    # already in this run folder
+    restart: str = ""
+    # A failed job of a sweep is run again up to this many times (not for
+    # configuration or input errors, which would fail the same way)
+    retries: int = 0
+    checkpoint: CheckpointParams = field(default_factory=CheckpointParams)
     hardware: HardwareParams = field(default_factory=HardwareParams)
+
+    def __post_init__(self) -> None:
+        self.level = logging_level(self.logging_level)
+        if self.retries < 0:
+            raise ConfigError(f"core.retries must be 0 or more, got {self.retries}")
+
+
+RESULT_NEUTRAL_KEYS = ("core.logging", "core.logging_level", "core.logging_file",
+                       "core.print_params", "core.print_comp", "core.progress", "core.restart",
+                       "core.retries", "core.checkpoint", "core.hardware")
+"""Keys that change how a run is carried out or reported, not its results:
+a run folder holding a run that differs only in these holds the same run."""

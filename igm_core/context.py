@@ -28,6 +28,8 @@ class RunContext:
     ``multirun``: whether the run is one job of a sweep. ``devices``: the
     TensorFlow devices the run may use (filled when TensorFlow starts).
     ``plugins``: the selected plugins with their distributions.
+    ``restart``: the checkpoint file this run continues from (None for a
+    run from its inputs); its run folder is :attr:`restart_dir`.
     """
 
     output_dir: Path
@@ -38,6 +40,17 @@ class RunContext:
     devices: tuple[str, ...] = ()
     plugins: tuple[PluginInfo, ...] = ()
     overrides: tuple[str, ...] = ()
+    restart: Path | None = None
+
+    @property
+    def restart_dir(self) -> Path | None:
+        """The run folder of the checkpoint this run continues from (where
+        the earlier saves are), or None. It is ``output_dir`` when a run
+        continues in its own folder."""
+        if self.restart is None:
+            return None
+        folder = self.restart.parent
+        return folder.parent if folder.name == "checkpoints" else folder
 
     def find_file(self, name: str | Path) -> Path | None:
         """Look a data file up in the output folder, the data folder, then

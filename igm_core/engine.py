@@ -3,6 +3,12 @@
 ``run`` takes the selected plugins with their parameters and a
 :class:`RunContext`, and returns the final State and a :class:`RunResult`.
 It can be called from a notebook or a test as well as from ``igm_run``.
+
+The kernel keeps each process's and output's memory (what its initialize
+hook returned) and hands it to that plugin's later hooks. It writes
+checkpoints (``core.checkpoint``: every N simulated years, every M minutes
+of wall time, at the end; and whenever a signal asks, see
+:mod:`igm_core.interrupts`) and continues a run from one.
 """
 
 from __future__ import annotations
@@ -13,10 +19,14 @@ import math
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from igm_core import checkpoint as ckpt
+from igm_core import interrupts
+from igm_core.config import CheckpointParams
 from igm_core.context import RunContext
-from igm_core.errors import IgmError, PluginError, PluginRuntimeError
+from igm_core.errors import IgmError, PluginError, PluginRuntimeError, RunInterrupted
 from igm_core.observers import Progress, Timer
 from igm_core.plugins import STAGES, LoadedPlugin, PluginEntry, PluginSet
 from igm_core.quiet import start_tensorflow
@@ -27,10 +37,11 @@ log = logging.getLogger("igm")
 
 @dataclass
 class RunResult:
-    """What a run did: status, wall time (s), steps, simulated span (yr),
-    ice volume (km3) and area (km2) at start and end, the volume series at
-    save times, per-plugin timings, the plugins with their distributions,
-    and the error line when it failed."""
+    """What a run did: status, wall time of this attempt (s), steps, simulated
+    span (yr), ice volume (km3) and area (km2) at start and end, the volume
+    series at save times, per-plugin timings, the plugins with their
+    distributions, the error line when it failed or was interrupted, the
+    checkpoint it continued from and the last one it wrote."""
 
     status: str = "running"
     wall_time_s: float = 0.0
@@ -45,15 +56,52 @@ class RunResult:
     timings: list[dict[str, Any]] = field(default_factory=list)
     plugins: list[dict[str, str]] = field(default_factory=list)
     error: str | None = None
+    restarted_from: str | None = None
+    checkpoint: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
         return dataclasses.asdict(self)
 
+    def history(self) -> dict[str, Any]:
+        """What a checkpoint keeps of the result: start figures and series."""
+        return {"t_start": self.t_start, "volume_start_km3": self.volume_start_km3,
+                "series": self.series}
 
-def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs: Any) -> None:
+
+class CheckpointSchedule:
+    """When the next scheduled checkpoint is due: every ``every_years``
+    simulated years from the first time of the loop, every ``every_minutes``
+    of wall time."""
+
+    def __init__(self, params: CheckpointParams, t0: float) -> None:
+        self.p = params
+        self.t0 = t0
+        self.next_t = self._after(t0)
+        self.next_wall = self._wall_after(time.monotonic())
+
+    def _after(self, t: float) -> float:
+        every = self.p.every_years
+        if every <= 0:
+            return math.inf
+        return self.t0 + (math.floor((t - self.t0) / every + 1e-9) + 1) * every
+
+    def _wall_after(self, now: float) -> float:
+        return now + 60.0 * self.p.every_minutes if self.p.every_minutes > 0 else math.inf
+
+    def due(self, t: float) -> bool:
+        """Whether a checkpoint is due at simulated time ``t`` (yr)."""
+        return t >= self.next_t - 1e-9 * max(1.0, abs(t)) or time.monotonic() >= self.next_wall
+
+    def written(self, t: float) -> None:
+        """Start both intervals again after a checkpoint at ``t``."""
+        self.next_t = self._after(t)
+        self.next_wall = self._wall_after(time.monotonic())
+
+
+def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs: Any) -> Any:
     try:
-        call(plugin, hook, state=state, **kwargs)
+        return call(plugin, hook, state=state, **kwargs)
     except IgmError:
         raise
     except Exception as exc:
@@ -63,62 +111,149 @@ def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs:
         ) from exc
 
 
+class _Run:
+    """One run's plugins, State, plugin memories and result."""
+
+    def __init__(self, plugins: PluginSet, ctx: RunContext, result: RunResult,
+                 checkpoints: CheckpointParams) -> None:
+        self.plugins = plugins
+        self.ctx = ctx
+        self.result = result
+        self.checkpoints = checkpoints
+        self.state = State()
+        self.memories: dict[str, Any] = {}
+        self.labels = {p.key: p.entry.label for s in STAGES for p in plugins.stages[s]}
+
+    def initialize(self, stage: str, hook: str) -> None:
+        for p in self.plugins.stages[stage]:
+            returned = _guarded(p, hook, self.state, self.plugins.call, run=self.ctx)
+            if stage != "inputs":
+                self.memories[p.key] = returned[0] if returned else None
+
+    def update(self, stage: str, hook: str, **kwargs: Any) -> None:
+        for p in self.plugins.stages[stage]:
+            _guarded(p, hook, self.state, self.plugins.call, memory=self.memories.get(p.key),
+                     **kwargs)
+
+    def restore_memories(self, stage: str, saved: ckpt.Checkpoint) -> None:
+        for p in self.plugins.stages[stage]:
+            if p.key not in saved.memories:
+                raise PluginError(f"checkpoint {saved.path} holds no state of {p.entry.label}")
+            ckpt.restore_memory(p.entry.label, self.memories[p.key], saved.memories[p.key])
+
+    def fingerprint(self) -> dict[str, Any]:
+        return ckpt.fingerprint(self.state, self.ctx.plugins)
+
+    def write_checkpoint(self, reason: str) -> str:
+        """Write a checkpoint of the State and every memory; keep the newest
+        ``keep``; returns its path."""
+        start = time.perf_counter()
+        path = ckpt.save(ckpt.file_for(self.ctx.output_dir, self.state.it), self.state,
+                         self.memories, self.labels, self.result.history(), self.fingerprint())
+        ckpt.prune(self.ctx.output_dir, self.checkpoints.keep)
+        self.result.checkpoint = str(path)
+        log.info("checkpoint (%s) at t=%g yr (step %d): %s, %.1f MB in %.2f s", reason,
+                 float(self.state.t), self.state.it, path, path.stat().st_size / 1e6,
+                 time.perf_counter() - start)
+        return str(path)
+
+
 def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         progress: str = "auto", observers: Iterable[Any] = (),
-        result: RunResult | None = None) -> tuple[State, RunResult]:
+        result: RunResult | None = None, checkpoints: CheckpointParams | None = None,
+        restart: str | Path | None = None) -> tuple[State, RunResult]:
     """Run one simulation.
 
     ``selection`` maps each stage to its ``(entry, params)`` pairs in
     configuration order. ``progress`` is ``auto``, ``bar``, ``log`` or
     ``off``. ``result`` (optional) is filled in place, so a caller keeps
-    the partial figures when the run raises. Raises IgmError subclasses with
-    one-line messages.
+    the partial figures when the run raises. ``checkpoints`` says when to
+    write checkpoints (None: only when a signal asks); ``restart`` is a
+    checkpoint file to continue from. Raises IgmError subclasses with one-line
+    messages; RunInterrupted when a signal stopped the run.
     """
     wall_start = time.perf_counter()
     result = result if result is not None else RunResult()
     start_tensorflow(quiet=not log.isEnabledFor(logging.DEBUG))
+    saved = ckpt.load(restart) if restart is not None else None
     timer = Timer()
     plugins = PluginSet(selection, observers=[timer, Progress(progress, ctx.multirun), *observers])
     plugins.check_fields()
     if not plugins.stages["processes"]:
         raise PluginError("no process selected: list at least 'time' in processes")
-    ctx = dataclasses.replace(ctx, plugins=plugins.infos)
+    ctx = dataclasses.replace(ctx, plugins=plugins.infos,
+                              restart=saved.path if saved is not None else None)
     result.plugins = [dataclasses.asdict(info) for info in ctx.plugins]
-    state = State()
+    job = _Run(plugins, ctx, result,
+               checkpoints or CheckpointParams(every_minutes=0.0, at_end=False))
+    state = job.state
     for stage in STAGES:
         for p in plugins.stages[stage]:
             timer.names[id(p.params)] = p.key
             state.declare_all(p.provides(), provider=p.entry.label)
 
-    def stage_call(stage: str, hook: str, **kwargs: Any) -> None:
-        for p in plugins.stages[stage]:
-            _guarded(p, hook, state, plugins.call, **kwargs)
-
     status = "failed"
+    signals = interrupts.Interrupts()
     try:
-        stage_call("inputs", "igm_input_initialize", run=ctx)
-        if state.grid is None:
-            raise PluginError("no input plugin set the grid: select an input such as 'local'")
-        stage_call("processes", "igm_process_initialize", run=ctx)
-        if state.t_end is None or not math.isfinite(state.t):
-            raise PluginError("no process sets the clock (state.t, state.t_end): add 'time' "
-                              "to processes")
-        result.t_start = float(state.t)
-        result.volume_start_km3 = state.ice_volume()
-        stage_call("outputs", "igm_output_initialize", run=ctx)
-        plugins.broadcast("igm_run_begin", state=state, run=ctx)
-        while state.t < state.t_end:
-            stage_call("processes", "igm_process_update")
-            stage_call("outputs", "igm_output_update", run=ctx)
-            if state.saveresult:
-                result.series["t"].append(float(state.t))
-                result.series["volume_km3"].append(state.ice_volume())
-                result.series["area_km2"].append(state.ice_area())
-            state.it += 1
-            plugins.broadcast("igm_step_end", state=state, run=ctx)
-        stage_call("processes", "igm_process_finalize", run=ctx)
-        stage_call("outputs", "igm_output_finalize", run=ctx)
-        status = "completed"
+        with signals:
+            job.initialize("inputs", "igm_input_initialize")
+            if state.grid is None:
+                raise PluginError("no input plugin set the grid: select an input such as 'local'")
+            if saved is not None:
+                saved.check_fits(job.fingerprint())
+                saved.restore_state(state)
+            job.initialize("processes", "igm_process_initialize")
+            if state.t_end is None or not math.isfinite(state.t):
+                raise PluginError("no process sets the clock (state.t, state.t_end): add 'time' "
+                                  "to processes")
+            if saved is not None:
+                saved.restore_state(state)
+                job.restore_memories("processes", saved)
+                result.__dict__.update(saved.result)
+                result.restarted_from = str(saved.path)
+                log.info("continuing from %s at t=%g yr (step %d)", saved.path,
+                         float(state.t), state.it)
+            else:
+                result.t_start = float(state.t)
+                result.volume_start_km3 = state.ice_volume()
+            job.initialize("outputs", "igm_output_initialize")
+            if saved is not None:
+                job.restore_memories("outputs", saved)
+            plugins.broadcast("igm_run_begin", state=state, run=ctx)
+            schedule = CheckpointSchedule(job.checkpoints, float(state.t))
+            while state.t < state.t_end:
+                job.update("processes", "igm_process_update")
+                job.update("outputs", "igm_output_update", run=ctx)
+                if state.saveresult:
+                    result.series["t"].append(float(state.t))
+                    result.series["volume_km3"].append(state.ice_volume())
+                    result.series["area_km2"].append(state.ice_area())
+                state.it += 1
+                plugins.broadcast("igm_step_end", state=state, run=ctx)
+                stop = signals.stop_signal
+                if signals.checkpoint_requested or schedule.due(float(state.t)):
+                    reason = (f"on {interrupts.name(signals.received[0])}"
+                              if signals.received else "scheduled")
+                    path = job.write_checkpoint(reason)
+                    signals.clear()
+                    schedule.written(float(state.t))
+                    if stop is not None:
+                        raise RunInterrupted(
+                            f"interrupted by {interrupts.name(stop)} at t={float(state.t):g} yr "
+                            f"(step {state.it}); checkpoint {path}", stop, path)
+            if job.checkpoints.at_end:
+                job.write_checkpoint("end of run")
+            job.update("processes", "igm_process_finalize", run=ctx)
+            job.update("outputs", "igm_output_finalize", run=ctx)
+            status = "completed"
+    except RunInterrupted as exc:
+        status = "interrupted"
+        result.error = str(exc)
+        raise
+    except KeyboardInterrupt:
+        status = "interrupted"
+        result.error = f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
+        raise
     except IgmError as exc:
         result.error = str(exc)
         raise

@@ -34,3 +34,16 @@ class DataError(IgmError):
 
 class PluginRuntimeError(IgmError):
     """A plugin raised while the model was running."""
+
+
+class RunInterrupted(IgmError):
+    """A signal stopped the run after the current step; ``checkpoint`` is the
+    checkpoint it wrote, ``signum`` the signal."""
+
+    def __init__(self, message: str, signum: int, checkpoint: str | None = None) -> None:
+        super().__init__(message)
+        self.signum = signum
+        self.checkpoint = checkpoint
+
+    def __reduce__(self) -> tuple:
+        return (type(self), (str(self), self.signum, self.checkpoint))

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import pickle
+import signal
 import socket
 import subprocess
 import sys
@@ -168,32 +169,63 @@ def process_info() -> dict[str, Any]:
     return {"host": socket.gethostname(), "pid": os.getpid(), "slurm_job": slurm}
 
 
-def run_engine(selection: Any, ctx: Any, progress: str, result: Any,
-               placement: Placement) -> dict[str, Any]:
-    """Run :func:`igm_core.engine.run` in this process, or in a fresh child
-    process when ``placement.fresh_process``; fill ``result`` (a RunResult)
-    in place and return the devices and process the run used. Re-raises the
-    run's error (a fresh process's as a PluginRuntimeError line)."""
-    from igm_core import engine
+def report_cpu_fallback(placement: Placement) -> None:
+    """Say so when the job was given GPUs but TensorFlow (started) finds
+    none: it then runs on the CPU."""
+    asked = [g for g in (placement.cuda_visible or "").split(",") if g and not g.startswith("-")]
+    if asked and not any(d.endswith("GPU:0") or ":GPU:" in d for d in devices()):
+        log.warning("CUDA_VISIBLE_DEVICES=%s but TensorFlow finds no GPU on this machine: "
+                    "running on the CPU", placement.cuda_visible)
 
+
+def _run_here(selection: Any, ctx: Any, progress: str, result: Any, placement: Placement,
+              checkpoints: Any, restart: Path | None) -> dict[str, Any]:
+    from igm_core import engine
+    from igm_core.quiet import start_tensorflow
+
+    start_tensorflow(quiet=not log.isEnabledFor(logging.DEBUG))
+    report_cpu_fallback(placement)
+    engine.run(selection, ctx, progress=progress, result=result, checkpoints=checkpoints,
+               restart=restart)
+    return {"devices": devices(), **process_info()}
+
+
+def run_engine(selection: Any, ctx: Any, progress: str, result: Any, placement: Placement,
+               checkpoints: Any = None, restart: Path | None = None) -> dict[str, Any]:
+    """Run :func:`igm_core.engine.run` (continuing from the checkpoint file
+    ``restart`` when given) in this process, or in a fresh child process
+    when ``placement.fresh_process``; fill ``result`` (a RunResult) in place
+    and return the devices and process the run used. Re-raises the run's
+    error (a fresh process's as a PluginRuntimeError line, or
+    RunInterrupted); signals that stop or checkpoint a run are passed on to
+    the child."""
     if not placement.fresh_process:
-        engine.run(selection, ctx, progress=progress, result=result)
-        return {"devices": devices(), **process_info()}
-    from igm_core.errors import PluginRuntimeError
+        return _run_here(selection, ctx, progress, result, placement, checkpoints, restart)
+    from igm_core.errors import PluginRuntimeError, RunInterrupted
+    from igm_core.interrupts import CHECKPOINT, STOP
 
     log_files = [h.baseFilename for h in logging.getLogger().handlers
                  if isinstance(h, logging.FileHandler)]
     with tempfile.TemporaryDirectory(prefix="igm-job-") as tmp:
         answer = Path(tmp) / "result.pickle"
         request = pickle.dumps((selection, ctx, progress, placement, log.level, log_files,
-                                str(answer)))
+                                str(answer), checkpoints, restart))
         code = "from igm_core.hardware import fresh_process_main; fresh_process_main()"
-        proc = subprocess.run([sys.executable, "-c", code], input=request, check=False)
+        child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
+        previous = {signum: signal.signal(signum, lambda n, _f: child.send_signal(n))
+                    for signum in (*STOP, *CHECKPOINT)}
+        try:
+            child.communicate(request)
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
         if not answer.is_file():
             raise PluginRuntimeError(f"the job's fresh process exited with code "
-                                     f"{proc.returncode} before reporting a result")
+                                     f"{child.returncode} before reporting a result")
         child_result, info, error = pickle.loads(answer.read_bytes())
     result.__dict__.update(child_result.__dict__)
+    if isinstance(error, RunInterrupted):
+        raise error
     if error is not None:
         raise PluginRuntimeError(error)
     return info
@@ -202,14 +234,15 @@ def run_engine(selection: Any, ctx: Any, progress: str, result: Any,
 def fresh_process_main() -> None:
     """Body of a job's fresh process: read the pickled request on stdin, pin
     devices and threads before TensorFlow starts, log into the job's log
-    files, run, and pickle (RunResult, devices and process, error line) to
-    the answer path."""
+    files, run, and pickle (RunResult, devices and process, error: None, a
+    line, or the RunInterrupted) to the answer path."""
     global _process_setting
-    selection, ctx, progress, placement, level, log_files, answer = pickle.load(
-        sys.stdin.buffer)
+    (selection, ctx, progress, placement, level, log_files, answer, checkpoints,
+     restart) = pickle.load(sys.stdin.buffer)
     _apply(placement)
     _process_setting = (placement.cuda_visible, placement.threads)
     from igm_core import engine
+    from igm_core.errors import RunInterrupted
 
     formatter = logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
     for handler in [logging.StreamHandler(), *map(logging.FileHandler, log_files)]:
@@ -217,10 +250,13 @@ def fresh_process_main() -> None:
         log.addHandler(handler)
     log.setLevel(level)
     result = engine.RunResult()
-    error = None
+    error: Any = None
+    info: dict[str, Any] = {}
     try:
-        engine.run(selection, ctx, progress=progress, result=result)
+        info = _run_here(selection, ctx, progress, result, placement, checkpoints, restart)
+    except RunInterrupted as exc:
+        error = exc
     except Exception as exc:
         error = result.error or f"{type(exc).__name__}: {exc}"
-    Path(answer).write_bytes(pickle.dumps((result, {"devices": devices(), **process_info()},
-                                           error)))
+    info = info or {"devices": devices(), **process_info()}
+    Path(answer).write_bytes(pickle.dumps((result, info, error)))

@@ -27,6 +27,17 @@ pluggy's registration order. Besides hooks, a plugin module may declare
 provide) and ``provides`` (the fields it writes, as names of known fields or
 :class:`igm_core.state.Field`); ``requires`` may also be a function of
 ``params``. The kernel checks them before the first time step.
+
+What a process or an output keeps between steps is its own: the object its
+``igm_*_initialize`` returns (its *memory*: an emulator and its optimiser,
+particle arrays, output bookkeeping, a random generator). The kernel keeps
+it and hands it back, as ``memory``, to that plugin's later hooks and to no
+other plugin. The kernel writes it into checkpoints and restores it when a
+run continues from one: the memory object provides ``state_dict()`` (a dict
+of numbers, strings, lists, dicts, NumPy arrays or TensorFlow tensors and
+NumPy random generators) and ``load_state_dict(d)``; a dataclass without
+them is saved and restored field by field. A plugin that keeps nothing
+returns None.
 """
 
 from __future__ import annotations
@@ -60,27 +71,33 @@ def igm_input_initialize(params: Any, state: State, run: RunContext) -> None:
 
 
 @_hookspec
-def igm_process_initialize(params: Any, state: State, run: RunContext) -> None:
-    """Prepare a process once, after the input stage, in list order.
+def igm_process_initialize(params: Any, state: State, run: RunContext) -> Any:
+    """Prepare a process once, after the input stage, in list order; return
+    its memory (or None).
 
     Reads fields from the inputs, declares and sets the fields the process
     provides (initial values), and may set the clock (``state.t``,
-    ``state.t_end`` in yr).
+    ``state.t_end`` in yr). When the run continues from a checkpoint
+    (``run.restart`` is set) the State already holds the checkpoint's fields
+    and clock, and the kernel loads the memory's saved state after this
+    hook; work that the saved state replaces (an initial training) may be
+    skipped.
     """
 
 
 @_hookspec
-def igm_process_update(params: Any, state: State) -> None:
+def igm_process_update(params: Any, state: State, memory: Any) -> None:
     """Advance the process by one time step: called every step, in list order.
 
     Reads ``state.t`` and ``state.dt`` (yr) and the fields it requires, and
-    writes the fields it provides. The step loop runs while
+    writes the fields it provides. ``memory`` is what this plugin's
+    ``igm_process_initialize`` returned. The step loop runs while
     ``state.t < state.t_end``.
     """
 
 
 @_hookspec
-def igm_process_finalize(params: Any, state: State, run: RunContext) -> None:
+def igm_process_finalize(params: Any, state: State, run: RunContext, memory: Any) -> None:
     """Close a process once, after the last step, in list order."""
 
 
@@ -88,16 +105,21 @@ def igm_process_finalize(params: Any, state: State, run: RunContext) -> None:
 
 
 @_hookspec
-def igm_output_initialize(params: Any, state: State, run: RunContext) -> None:
-    """Prepare an output once, after the processes are initialised.
+def igm_output_initialize(params: Any, state: State, run: RunContext) -> Any:
+    """Prepare an output once, after the processes are initialised; return
+    its memory (or None).
 
     Outputs write only inside ``run.output_dir`` and never change physics
-    fields.
+    fields. When the run continues from a checkpoint, the memory's
+    ``load_state_dict`` is called next: it brings the output's files back to
+    the checkpoint's last save (the earlier run's files are in
+    ``run.restart_dir``), so a continued run appends with no save time
+    missing or repeated.
     """
 
 
 @_hookspec
-def igm_output_update(params: Any, state: State, run: RunContext) -> None:
+def igm_output_update(params: Any, state: State, run: RunContext, memory: Any) -> None:
     """Called after every step (and once at the start time); writes or shows
     results when ``state.saveresult`` is true.
 
@@ -106,7 +128,7 @@ def igm_output_update(params: Any, state: State, run: RunContext) -> None:
 
 
 @_hookspec
-def igm_output_finalize(params: Any, state: State, run: RunContext) -> None:
+def igm_output_finalize(params: Any, state: State, run: RunContext, memory: Any) -> None:
     """Close an output once at the end of a successful run (flush files,
     make animations)."""
 
@@ -128,8 +150,9 @@ def igm_step_end(state: State, run: RunContext) -> None:
 
 @_hookspec
 def igm_run_end(state: State, run: RunContext, status: str) -> None:
-    """Observe the end of a run: called once, ``status`` is ``"completed"``
-    or ``"failed"``."""
+    """Observe the end of a run: called once, ``status`` is ``"completed"``,
+    ``"interrupted"`` (a signal stopped it after a checkpoint) or
+    ``"failed"``."""
 
 
 STAGE_HOOKS: dict[str, tuple[str, ...]] = {

@@ -276,10 +276,11 @@ class PluginSet:
             if stage == "processes":
                 available.update(providers)
 
-    def call(self, plugin: LoadedPlugin, hook: str, **kwargs: Any) -> None:
+    def call(self, plugin: LoadedPlugin, hook: str, **kwargs: Any) -> list[Any]:
         """Call one plugin's implementation of ``hook`` (and the observers'
-        wrappers around it) with the plugin's own params."""
-        plugin.callers[hook](params=plugin.params, **kwargs)
+        wrappers around it) with the plugin's own params; returns pluggy's
+        list of non-None results (at most one)."""
+        return plugin.callers[hook](params=plugin.params, **kwargs)
 
     def broadcast(self, hook: str, **kwargs: Any) -> None:
         """Call a lifecycle hook on every plugin and observer."""

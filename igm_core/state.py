@@ -78,7 +78,7 @@ KNOWN_FIELDS: dict[str, Field] = {
 """Metadata of the fields that several plugins share."""
 
 _CLOCK = ("t", "dt", "it", "t_end", "saveresult")
-_RESERVED = {"grid", "fields", "extras", *_CLOCK}
+_RESERVED = {"grid", "fields", *_CLOCK}
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,6 @@ class State:
         object.__setattr__(self, "fields", {})
         object.__setattr__(self, "_meta", {})
         object.__setattr__(self, "_providers", {})
-        object.__setattr__(self, "extras", {})
         self.t = math.nan
         self.dt = 0.0
         self.it = 0
@@ -185,6 +184,10 @@ class State:
         """Declare several fields (see :meth:`declare`)."""
         for f in fields:
             self.declare(f, provider)
+
+    def declared(self) -> dict[str, Field]:
+        """The metadata declared so far (name -> Field), in declaration order."""
+        return dict(self._meta)
 
     def meta(self, name: str) -> Field:
         """Metadata of field ``name``."""

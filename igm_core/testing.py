@@ -11,9 +11,13 @@ Build a small State, run one plugin's hooks exactly as the kernel calls them
         run_process(calving, state, steps=5, dt=1.0, output_dir=tmp_path)
         check_declared_fields(calving, state)
 
-Subclass :class:`ProcessContract` (set ``plugin``) to get the generic contract
-tests for a process plugin. With ``pytest_plugins = ["igm_core.testing"]``
-the fixtures ``igm_state`` and ``igm_run_context`` are available too.
+:class:`PluginRun` calls one plugin's hooks step by step and keeps its
+memory (what its initialize hook returned); :func:`check_checkpoint_round_trip`
+checks that a run stopped at a checkpoint and continued from it ends exactly
+as the run in one piece. Subclass :class:`ProcessContract` (set ``plugin``)
+to get the generic contract tests for a process plugin. With
+``pytest_plugins = ["igm_core.testing"]`` the fixtures ``igm_state`` and
+``igm_run_context`` are available too.
 """
 
 from __future__ import annotations
@@ -77,24 +81,148 @@ def load_plugin(module: ModuleType, stage: str, params: Any = None) -> tuple[Plu
     return plugins, plugins.stages[stage][0]
 
 
+INITIALIZE = {"inputs": "igm_input_initialize", "processes": "igm_process_initialize",
+              "outputs": "igm_output_initialize"}
+
+
+class PluginRun:
+    """One plugin's hooks called as the kernel calls them: :meth:`start`
+    (initialize), :meth:`step`, :meth:`finish` (finalize). ``memory`` is
+    what the initialize hook returned, handed to the later hooks.
+    ``restart`` (a checkpoint file) tells the plugin it continues a run."""
+
+    def __init__(self, module: ModuleType, stage: str, state: State, params: Any = None,
+                 output_dir: str | Path | None = None, restart: Path | None = None) -> None:
+        self.plugins, self.plugin = load_plugin(module, stage, params)
+        self.stage = stage
+        self.state = state
+        state.declare_all(self.plugin.provides(), provider=self.plugin.entry.label)
+        out = Path(output_dir) if output_dir is not None else Path.cwd()
+        self.ctx = (run_context(out, restart=restart) if output_dir is not None
+                    else RunContext(out, restart=restart))
+        self.memory: Any = None
+
+    @property
+    def key(self) -> str:
+        """The plugin's registration name, ``stage.name``."""
+        return self.plugin.key
+
+    def start(self) -> PluginRun:
+        """Call the initialize hook; keep its memory."""
+        if not math.isfinite(self.state.t):
+            self.state.t = 0.0
+        returned = self.plugins.call(self.plugin, INITIALIZE[self.stage], state=self.state,
+                                     run=self.ctx)
+        self.memory = returned[0] if returned else None
+        return self
+
+    def step(self, dt: float = 1.0) -> None:
+        """One step: a process advances ``state.t`` by ``dt`` years (as the
+        ``time`` process would), then updates; an output writes (a save)."""
+        state = self.state
+        if self.stage == "processes":
+            state.dt = float(dt)
+            state.t = float(state.t) + float(dt)
+            self.plugins.call(self.plugin, "igm_process_update", state=state, memory=self.memory)
+        else:
+            state.saveresult = True
+            self.plugins.call(self.plugin, "igm_output_update", state=state, run=self.ctx,
+                              memory=self.memory)
+        state.it += 1
+
+    def finish(self) -> State:
+        """Call the finalize hook; returns the State."""
+        hook = "igm_process_finalize" if self.stage == "processes" else "igm_output_finalize"
+        self.plugins.call(self.plugin, hook, state=self.state, run=self.ctx, memory=self.memory)
+        return self.state
+
+
 def run_process(module: ModuleType, state: State, params: Any = None, steps: int = 1,
                 dt: float = 1.0, output_dir: str | Path | None = None) -> State:
     """Run a process plugin: initialize, ``steps`` updates of ``dt`` years
     (the kit advances ``state.t`` and ``state.it``, as the ``time`` process
-    would), finalize. Returns the State."""
-    plugins, plugin = load_plugin(module, "processes", params)
-    state.declare_all(plugin.provides(), provider=plugin.entry.label)
-    ctx = run_context(output_dir) if output_dir is not None else RunContext(Path.cwd())
-    if not math.isfinite(state.t):
-        state.t = 0.0
-    plugins.call(plugin, "igm_process_initialize", state=state, run=ctx)
+    would), finalize. Returns the State (use :class:`PluginRun` to see the
+    plugin's memory)."""
+    run = PluginRun(module, "processes", state, params, output_dir).start()
     for _ in range(steps):
-        state.dt = float(dt)
-        state.t = float(state.t) + float(dt)
-        plugins.call(plugin, "igm_process_update", state=state)
-        state.it += 1
-    plugins.call(plugin, "igm_process_finalize", state=state, run=ctx)
-    return state
+        run.step(dt)
+    return run.finish()
+
+
+def save_checkpoint(run: PluginRun, folder: str | Path) -> Path:
+    """Write a checkpoint of ``run``'s State and memory into
+    ``folder/checkpoints``, as the kernel does; returns the file."""
+    from igm_core import checkpoint
+
+    state = run.state
+    if state.t_end is None:
+        state.t_end = math.inf
+    return checkpoint.save(checkpoint.file_for(Path(folder), state.it), state,
+                           {run.key: run.memory}, {run.key: run.plugin.entry.label}, {},
+                           checkpoint.fingerprint(state, ()))
+
+
+def continue_from(path: Path, module: ModuleType, stage: str, state: State, params: Any = None,
+                  output_dir: str | Path | None = None) -> PluginRun:
+    """A :class:`PluginRun` continuing from the checkpoint ``path`` as the
+    kernel does: the State takes the checkpoint's fields and clock before and
+    after the initialize hook, then the memory its saved state."""
+    from igm_core import checkpoint
+
+    saved = checkpoint.load(path)
+    saved.restore_state(state)
+    run = PluginRun(module, stage, state, params, output_dir, restart=Path(path)).start()
+    saved.restore_state(state)
+    checkpoint.restore_memory(run.plugin.entry.label, run.memory, saved.memories[run.key])
+    return run
+
+
+def _assert_same(a: Any, b: Any, where: str) -> None:
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and sorted(a) == sorted(b), f"{where}: keys differ"
+        for key in a:
+            _assert_same(a[key], b[key], f"{where}.{key}")
+    elif isinstance(a, (list, tuple)):
+        assert len(a) == len(b), f"{where}: lengths differ"
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _assert_same(x, y, f"{where}[{i}]")
+    elif isinstance(a, np.random.Generator):
+        assert a.bit_generator.state == b.bit_generator.state, f"{where}: generator state"
+    elif hasattr(a, "shape") or isinstance(b, np.ndarray):
+        x, y = np.asarray(a), np.asarray(b)
+        assert x.shape == y.shape and x.dtype == y.dtype, (
+            f"{where}: {x.dtype}{x.shape} against {y.dtype}{y.shape}")
+        assert np.array_equal(x, y, equal_nan=x.dtype.kind in "fc"), (
+            f"{where}: max abs difference {np.nanmax(np.abs(x.astype(float) - y)):g}")
+    else:
+        assert a == b or (a != a and b != b), f"{where}: {a!r} against {b!r}"
+
+
+def check_checkpoint_round_trip(module: ModuleType, stage: str, make: Any, tmp_path: Path,
+                                params: Any = None, before: int = 2, after: int = 2,
+                                dt: float = 1.0) -> None:
+    """Assert that ``before + after`` steps in one piece and ``before`` steps,
+    a checkpoint, and ``after`` steps continued from it in a fresh State end
+    with the same fields and the same memory, bit for bit. ``make()``
+    builds the initial State (called once per run)."""
+    from igm_core import checkpoint
+
+    whole = PluginRun(module, stage, make(), params, tmp_path / "whole").start()
+    for _ in range(before + after):
+        whole.step(dt)
+    first = PluginRun(module, stage, make(), params, tmp_path / "first").start()
+    for _ in range(before):
+        first.step(dt)
+    path = save_checkpoint(first, tmp_path / "first")
+    second = continue_from(path, module, stage, make(), params, tmp_path / "second")
+    for _ in range(after):
+        second.step(dt)
+    assert sorted(whole.state.fields) == sorted(second.state.fields)
+    for name in whole.state.fields:
+        _assert_same(whole.state.get(name), second.state.get(name), f"field '{name}'")
+    label = whole.plugin.entry.label
+    _assert_same(checkpoint.memory_state(label, whole.memory),
+                 checkpoint.memory_state(label, second.memory), f"{label} memory")
 
 
 def check_declared_fields(module: ModuleType, state: State, params: Any = None) -> None:
@@ -149,6 +277,10 @@ class ProcessContract:
         state = make_state(**self.state_kwargs)
         run_process(self.plugin, state, steps=2, output_dir=tmp_path)
         check_declared_fields(self.plugin, state)
+
+    def test_checkpoint_round_trip(self, tmp_path: Path) -> None:
+        check_checkpoint_round_trip(self.plugin, "processes",
+                                    lambda: make_state(**self.state_kwargs), tmp_path)
 
 
 @pytest.fixture

@@ -84,3 +84,25 @@ def global_attributes(run: RunContext, extra: Mapping[str, Any] | None = None) -
     }
     attrs.update({k: str(v) for k, v in (extra or {}).items()})
     return attrs
+
+
+def copy_first_records(source: str | Path, dest: str | Path, count: int,
+                       record_dim: str = "time") -> None:
+    """Copy the netCDF file ``source`` to ``dest`` keeping only the first
+    ``count`` records along the unlimited dimension ``record_dim``: same
+    dimensions, variables (type, compression, attributes) and global
+    attributes; every other variable whole."""
+    with open_dataset(source) as src, open_dataset(dest, "w") as dst:
+        dst.setncatts({a: src.getncattr(a) for a in src.ncattrs()})
+        for name, dim in src.dimensions.items():
+            dst.createDimension(name, None if dim.isunlimited() else len(dim))
+        for name, var in src.variables.items():
+            filters = var.filters() or {}
+            out = dst.createVariable(name, var.dtype, var.dimensions,
+                                     zlib=bool(filters.get("zlib")),
+                                     complevel=filters.get("complevel") or 4)
+            out.setncatts({a: var.getncattr(a) for a in var.ncattrs() if a != "_FillValue"})
+            if var.dimensions[:1] == (record_dim,):
+                out[:count] = var[:count]
+            else:
+                out[...] = var[...]

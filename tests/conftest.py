@@ -59,6 +59,15 @@ def write_tiny_input(path: Path, nx: int = 14, ny: int = 12, dx: float = 100.0) 
     return path
 
 
+def compose(cls: type, values: dict) -> object:
+    """Build the dataclass ``cls`` from nested ``values`` the way Hydra
+    builds a plugin's Params (merge onto the schema, then to_object, which
+    runs ``__post_init__``)."""
+    from omegaconf import OmegaConf
+
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
+
+
 def write_fake_dist(site: Path, dist: str, version: str, entry_points: dict[str, dict[str, str]],
                     modules: dict[str, str]) -> Path:
     """Make an installed-looking distribution under ``site`` (a folder put on

@@ -30,9 +30,17 @@ def test_run_without_a_process_is_refused(tmp_path, tiny_input):
 
 
 @pytest.mark.parametrize(("override", "message"), [
-    ("core.objective=speed", "core.objective: unknown objective 'speed' (expected one of "
-                             "volume, area, volume_change, volume_change_misfit)"),
-    ("core.logging_level=LOUD", "core.logging_level: unknown level 'LOUD'"),
+    ("core.objective=speed", "in override 'core.objective=speed': Invalid value 'speed', "
+                             "expected one of [volume, area, volume_change, "
+                             "volume_change_misfit] (key 'core.objective')\n"),
+    ("core.progress=sometimes", "in override 'core.progress=sometimes': Invalid value "
+                                "'sometimes', expected one of [auto, bar, log, off] (key "
+                                "'core.progress')\n"),
+    ("core.logging_level=LOUD", "core.logging_level: unknown level 'LOUD' (expected DEBUG, "
+                                "INFO, WARNING, ERROR, CRITICAL in any case, or a number from 0 "
+                                "to 50 such as 30)"),
+    ("processes.time.cfl=20", "processes.time.cfl must be in (0, 1] (the explicit transport is "
+                              "unstable above 1), got 20.0"),
 ])
 def test_bad_core_values_are_one_line_errors(tiny_input, override, message):
     proc = run_igm(["inputs=[local]", "processes=[time]", "processes.time.end=2001",

@@ -9,6 +9,7 @@ import logging
 import netCDF4
 import numpy as np
 import pytest
+from conftest import compose
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
@@ -153,11 +154,10 @@ def test_mismatched_architecture_is_a_config_error(tmp_path) -> None:
         run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
 
 
-def test_untrained_network_needs_initial_training(tmp_path) -> None:
-    p = iceflow.Params()
-    p.emulator.pretrained = False
-    with pytest.raises(ConfigError, match=r"emulator\.nbit_init"):
-        run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
+def test_untrained_network_needs_initial_training() -> None:
+    with pytest.raises(ConfigError, match=r"emulator\.pretrained is false: set "
+                       r"emulator\.nbit_init > 0"):
+        compose(iceflow.Params, {"emulator": {"pretrained": False}})
 
 
 def test_diagnostic_logs_difference_and_energies(tmp_path, caplog) -> None:

@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import compose
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
@@ -120,13 +121,10 @@ def test_face_velocities_only_when_staggered(tmp_path) -> None:
     assert not state.has("ubar_xface") and not state.has("vbar_yface")
 
 
-def test_staggered_needs_the_sia_method(tmp_path) -> None:
-    p = iceflow.Params(method="solved")
-    p.numerics.staggered = True
+def test_staggered_needs_the_sia_method() -> None:
     with pytest.raises(ConfigError, match=r"processes\.iceflow\.numerics\.staggered applies to "
                        r"method sia only, got method 'solved'"):
-        run_process(iceflow, make_state(thk=100.0, topg=0.0), params=p, steps=0,
-                    output_dir=tmp_path)
+        compose(iceflow.Params, {"method": "solved", "numerics": {"staggered": True}})
 
 
 def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
@@ -148,13 +146,12 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
     ("emulator.retrain_freq", -1,
      r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
 ])
-def test_bad_parameters_name_the_key(tmp_path, key, value, message) -> None:
-    p = iceflow.Params(method="sia")
-    target = p
+def test_bad_parameters_name_the_key(key, value, message) -> None:
+    values: dict = {"method": "sia"}
+    target = values
     *parents, leaf = key.split(".")
     for part in parents:
-        target = getattr(target, part)
-    setattr(target, leaf, value)
+        target = target.setdefault(part, {})
+    target[leaf] = value
     with pytest.raises(ConfigError, match=message):
-        run_process(iceflow, make_state(thk=100.0, topg=0.0), params=p, steps=0,
-                    output_dir=tmp_path)
+        compose(iceflow.Params, values)

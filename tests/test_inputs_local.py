@@ -8,6 +8,7 @@ from pathlib import Path
 import netCDF4
 import numpy as np
 import pytest
+from conftest import compose
 
 from igm_core.errors import ConfigError, DataError
 from igm_core.state import State
@@ -128,7 +129,6 @@ def test_the_shipped_glacier_loads(tmp_path):
     ("nan", DataError, "input.nc: variable 'thk' has 1 NaN or missing values"),
     ("non-uniform", DataError, "input.nc: grid coordinate 'x' is not uniform"),
     ("crop outside", ConfigError, "inputs.local.crop.xmax=9999 is outside the domain of"),
-    ("bad ratio", ConfigError, "inputs.local.coarsening.ratio must be a positive integer"),
     ("mask missing", DataError, "input.nc: missing variable 'icemask', needed by"),
 ])
 def test_bad_inputs_give_one_clear_line(tmp_path, case, error, message):
@@ -149,8 +149,6 @@ def test_bad_inputs_give_one_clear_line(tmp_path, case, error, message):
         x[-1] += 7.0
     elif case == "crop outside":
         params["crop"] = local.Crop(xmax=9999.0)
-    elif case == "bad ratio":
-        params["coarsening"] = local.Coarsening(ratio=0)
     elif case == "mask missing":
         params["icemask"] = local.IceMask(include=True)
     path = write_nc(tmp_path / "input.nc", x, y, **fields)
@@ -165,3 +163,13 @@ def test_bad_inputs_give_one_clear_line(tmp_path, case, error, message):
     text = str(info.value)
     assert message in text
     assert "\n" not in text
+
+
+@pytest.mark.parametrize(("values", "message"), [
+    ({"coarsening": {"ratio": 0}}, "inputs.local.coarsening.ratio must be a positive integer"),
+    ({"coarsening": {"boundary": "wrap"}},
+     "inputs.local.coarsening.boundary must be 'trim' or 'extend', got 'wrap'"),
+])
+def test_bad_parameters_are_refused_when_built(values, message):
+    with pytest.raises(ConfigError, match=message):
+        compose(local.Params, values)

@@ -59,7 +59,7 @@ def test_processes_are_called_in_config_order_not_registration_order():
     state = make_state()
     for _ in range(2):
         for p in plugins.stages["processes"]:
-            plugins.call(p, "igm_process_update", state=state)
+            plugins.call(p, "igm_process_update", state=state, memory=None)
     assert calls == order * 2
 
 
@@ -166,7 +166,8 @@ def test_timing_wrapper_sees_each_plugin(tmp_path):
                         observers=[timer])
     timer.names[id(params)] = "processes.timed"
     for _ in range(3):
-        plugins.call(plugins.stages["processes"][0], "igm_process_update", state=make_state())
+        plugins.call(plugins.stages["processes"][0], "igm_process_update", state=make_state(),
+                     memory=None)
     (row,) = timer.rows()
     assert (row["plugin"], row["hook"], row["calls"]) == ("processes.timed", "update", 3)
 

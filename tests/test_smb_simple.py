@@ -71,23 +71,28 @@ def test_table_from_a_file(tmp_path):
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("params, error, message", [
-    (smb_simple.Params(array=[["time", "ela"], [0, 1]]), ConfigError,
+@pytest.mark.parametrize("kwargs, message", [
+    ({"array": [["time", "ela"], [0, 1]]},
      "processes.smb_simple.array: header ['time', 'ela'] lacks column(s) gradabl, gradacc"),
-    (smb_simple.Params(array=[HEADER, [10, 0, 0, 0, 0], [5, 0, 0, 0, 0]]), ConfigError,
+    ({"array": [HEADER, [10, 0, 0, 0, 0], [5, 0, 0, 0, 0]]},
      "processes.smb_simple.array: times must be strictly increasing"),
-    (smb_simple.Params(array=[HEADER, [10, 0, "x", 0, 0]]), ConfigError,
+    ({"array": [HEADER, [10, 0, "x", 0, 0]]},
      "processes.smb_simple.array: rows must hold numbers only"),
-    (smb_simple.Params(array=[HEADER]), ConfigError,
-     "processes.smb_simple.array: needs a header row"),
-    (smb_simple.Params(file="missing.txt"), DataError,
-     "processes.smb_simple.file: 'missing.txt' not found"),
+    ({"array": [HEADER]}, "processes.smb_simple.array: needs a header row"),
+    ({"update_freq": -1.0}, "processes.smb_simple.update_freq must be >= 0 years, got -1.0"),
 ])
-def test_bad_tables(tmp_path, params, error, message):
-    state, _ = elevation_state()
-    with pytest.raises(error) as info:
-        run_process(smb_simple, state, params, steps=0, output_dir=tmp_path)
+def test_bad_tables_are_refused_when_the_parameters_are_built(kwargs, message):
+    with pytest.raises(ConfigError) as info:
+        smb_simple.Params(**kwargs)
     assert message in str(info.value)
+
+
+def test_missing_table_file_names_the_key(tmp_path):
+    state, _ = elevation_state()
+    with pytest.raises(DataError) as info:
+        run_process(smb_simple, state, smb_simple.Params(file="missing.txt"), steps=0,
+                    output_dir=tmp_path)
+    assert "processes.smb_simple.file: 'missing.txt' not found" in str(info.value)
 
 
 def test_computed_at_the_first_update_when_the_clock_starts_later(tmp_path):
@@ -96,10 +101,11 @@ def test_computed_at_the_first_update_when_the_clock_starts_later(tmp_path):
     from igm_core.testing import load_plugin, run_context
 
     registry, plugin = load_plugin(smb_simple, "processes", params)
-    registry.call(plugin, "igm_process_initialize", state=state, run=run_context(tmp_path))
+    (memory,) = registry.call(plugin, "igm_process_initialize", state=state,
+                              run=run_context(tmp_path))
     np.testing.assert_array_equal(state.smb.numpy(), 0.0)
     state.t = 0.0
-    registry.call(plugin, "igm_process_update", state=state)
+    registry.call(plugin, "igm_process_update", state=state, memory=memory)
     np.testing.assert_allclose(state.smb.numpy(), expected(z, 0.01, 0.01, 3000, 5.0), atol=1e-5)
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
-from igm_core.testing import ProcessContract, make_state, run_process
+from igm_core.testing import PluginRun, ProcessContract, make_state, run_process
 from igm_plugins.processes import thk
 
 DX = 100.0
@@ -20,6 +20,14 @@ class TestContract(ProcessContract):
     plugin = thk
     state_kwargs: ClassVar[dict[str, float]] = {"thk": 100.0, "topg": 1000.0, "ubar": 10.0,
                                                 "vbar": -5.0}
+
+
+def steps(module, state, n: int, dt: float, tmp_path, params=None):
+    """``n`` steps of ``dt`` years; returns the process's memory (its budget)."""
+    run = PluginRun(module, "processes", state, params, tmp_path).start()
+    for _ in range(n):
+        run.step(dt)
+    return run.memory
 
 
 def volume_m3(state) -> float:
@@ -32,16 +40,15 @@ def test_zero_flow_gives_the_exact_thickness_and_applied_smb(tmp_path):
     smb = np.broadcast_to(-2.0 + 4.0 * x / x[-1], (ny, nx))  # -2 .. +2 m/yr, crosses zero
     state = make_state(nx=nx, ny=ny, dx=DX, thk=10.0, topg=500.0, ubar=0.0, vbar=0.0, smb=smb)
     v0 = volume_m3(state)
-    run_process(thk, state, steps=16, dt=0.5, output_dir=tmp_path)  # 8 years
+    budget = steps(thk, state, 16, 0.5, tmp_path)  # 8 years
     exact = np.maximum(10.0 + smb * 8.0, 0.0)
     np.testing.assert_allclose(state.thk.numpy(), exact, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(state.usurf.numpy(), 500.0 + exact, rtol=1e-6)
-    budget = state.extras["mass_budget"]
-    assert budget["outflow_m3"] == 0.0 and budget["clip_m3"] == 0.0
+    assert budget.outflow_m3 == 0.0 and budget.clip_m3 == 0.0
     # applied SMB: less than nominal where ablation met bare ground
-    assert budget["smb_m3"] == pytest.approx(np.sum(exact - 10.0) * DX**2, rel=1e-6)
-    assert budget["smb_m3"] > np.sum(smb * 8.0) * DX**2
-    assert volume_m3(state) - v0 == pytest.approx(budget["smb_m3"], rel=1e-6)
+    assert budget.smb_m3 == pytest.approx(np.sum(exact - 10.0) * DX**2, rel=1e-6)
+    assert budget.smb_m3 > np.sum(smb * 8.0) * DX**2
+    assert volume_m3(state) - v0 == pytest.approx(budget.smb_m3, rel=1e-6)
 
 
 @pytest.mark.parametrize("slope_type", ["superbee", "minmod", "upwind"])
@@ -56,13 +63,11 @@ def test_budget_closes_with_flow_smb_and_outflow(tmp_path, slope_type):
     smb = 1.5 - 3.0 * xx / xx.max()
     state = make_state(nx=nx, ny=ny, dx=DX, thk=h, topg=0.0, ubar=u, vbar=v, smb=smb)
     v0 = volume_m3(state)
-    run_process(thk, state, thk.Params(slope_type=slope_type), steps=60, dt=0.25,
-                output_dir=tmp_path)
-    b = state.extras["mass_budget"]
-    assert b["outflow_m3"] > 0.01 * v0  # ice left through the east edge
-    assert b["clip_m3"] == 0.0  # the transport step alone never made H < 0
+    b = steps(thk, state, 60, 0.25, tmp_path, thk.Params(slope_type=slope_type))
+    assert b.outflow_m3 > 0.01 * v0  # ice left through the east edge
+    assert b.clip_m3 == 0.0  # the transport step alone never made H < 0
     change = volume_m3(state) - v0
-    assert change == pytest.approx(b["smb_m3"] - b["outflow_m3"] + b["clip_m3"], abs=1e-6 * v0)
+    assert change == pytest.approx(b.smb_m3 - b.outflow_m3 + b.clip_m3, abs=1e-6 * v0)
     assert np.all(state.thk.numpy() >= 0.0)
     np.testing.assert_array_equal(state.usurf.numpy(), state.topg.numpy() + state.thk.numpy())
 
@@ -118,7 +123,20 @@ def test_a_blown_up_flow_is_a_one_line_error(tmp_path):
         run_process(thk, state, steps=1, dt=0.5, output_dir=tmp_path)
 
 
-def test_bad_slope_type(tmp_path):
-    state = make_state(thk=1.0, topg=0.0, ubar=0.0, vbar=0.0)
+def test_bad_slope_type():
     with pytest.raises(ConfigError, match=r"processes\.thk\.slope_type must be one of superbee"):
-        run_process(thk, state, thk.Params(slope_type="vanleer"), output_dir=tmp_path)
+        thk.Params(slope_type="vanleer")
+
+
+def test_a_volume_grown_a_hundredfold_stops_the_run_with_its_budget(tmp_path):
+    # 1 m of ice on a 20 x 16 grid, 600 m/yr of accumulation: the reference
+    # volume is 10 m over the domain, exceeded 100 times after 2 years
+    state = make_state(thk=1.0, topg=0.0, ubar=0.0, vbar=0.0, smb=600.0)
+    with pytest.raises(PluginRuntimeError) as info:
+        run_process(thk, state, steps=3, dt=1.0, output_dir=tmp_path)
+    assert str(info.value) == (
+        "processes.thk: the ice volume grew to 3.843 km3 at t=2 yr (step 1), more than 100 "
+        "times 0.032 km3 (budget since the start: smb +3.84, clipping +0, out through the "
+        "edges 0 km3); "
+        "most of it from the surface mass balance: check its parameters and units (m ice per "
+        "year)")

@@ -8,7 +8,7 @@ import math
 import numpy as np
 import pytest
 
-from igm_core.errors import ConfigError
+from igm_core.errors import ConfigError, PluginRuntimeError
 from igm_core.testing import load_plugin, make_state, run_context
 from igm_plugins.processes import time as clock
 
@@ -19,7 +19,7 @@ def advance(params: clock.Params, state, tmp_path) -> list[tuple[float, float, b
     plugins.call(plugin, "igm_process_initialize", state=state, run=run_context(tmp_path))
     steps = []
     while state.t < state.t_end:
-        plugins.call(plugin, "igm_process_update", state=state)
+        plugins.call(plugin, "igm_process_update", state=state, memory=None)
         steps.append((state.t, state.dt, state.saveresult))
         state.it += 1
     return steps
@@ -81,11 +81,25 @@ def test_cfl_step_never_exceeds_step_max(tmp_path):
 @pytest.mark.parametrize(("kwargs", "message"), [
     ({"start": 5.0, "end": 5.0}, r"processes.time.end \(5.0\) must be after processes.time.start"),
     ({"save": 0.0}, "processes.time.save must be positive"),
-    ({"cfl": -1.0}, "processes.time.cfl must be positive"),
+    ({"cfl": -1.0}, r"processes.time.cfl must be in \(0, 1\] \(the explicit transport is "
+                    r"unstable above 1\), got -1.0"),
+    ({"cfl": 20.0}, r"processes.time.cfl must be in \(0, 1\].*got 20.0"),
+    ({"speed_max": 0.0}, "processes.time.speed_max must be positive"),
 ])
-def test_bad_parameters_are_one_line_errors(tmp_path, kwargs, message):
+def test_bad_parameters_are_refused_when_built(kwargs, message):
     with pytest.raises(ConfigError, match=message):
-        advance(clock.Params(**kwargs), make_state(), tmp_path)
+        clock.Params(**kwargs)
+
+
+def test_a_runaway_flow_stops_with_one_line_naming_speed_and_place(tmp_path):
+    ubar = np.zeros((16, 20), "float32")
+    ubar[3, 7] = -80000.0  # 80 km/yr: faster than any glacier
+    with pytest.raises(PluginRuntimeError) as info:
+        advance(clock.Params(start=0.0, end=2.0, save=1.0), make_state(ubar=ubar), tmp_path)
+    message = str(info.value)
+    assert message.startswith("processes.time: the time step fell to 0.000375 yr at t=0 yr "
+                              "(step 1), below the floor cfl*dx/speed_max = 0.0006 yr")
+    assert "speed reaches 80 km/yr at x=700 m, y=300 m; the ice flow has blown up" in message
 
 
 def test_next_save_time_caps_at_the_end():

@@ -40,15 +40,7 @@ def analytic_state():
 class TestContract(ProcessContract):
     plugin = vert_flow
     state_kwargs: ClassVar[dict] = {"thk": 100.0, "topg": 1000.0, "U": np.ones((3, 16, 20)),
-                                    "V": np.ones((3, 16, 20))}
-
-    def test_declared_fields_are_written(self, tmp_path):
-        state = make_state(**self.state_kwargs)
-        state.zeta = np.array([0.0, 0.5, 1.0], dtype="float32")
-        run_process(self.plugin, state, steps=2, output_dir=tmp_path)
-        from igm_core.testing import check_declared_fields
-
-        check_declared_fields(self.plugin, state)
+                                    "V": np.ones((3, 16, 20)), "zeta": [0.0, 0.5, 1.0]}
 
 
 @pytest.mark.parametrize("method, inner", [("kinematic", (slice(1, -1), slice(1, -1))),
@@ -77,7 +69,6 @@ def test_no_ice_no_vertical_velocity(tmp_path):
     np.testing.assert_array_equal(state.W.numpy()[:, :, :5], 0.0)
 
 
-def test_bad_method(tmp_path):
-    state, _ = analytic_state()
+def test_bad_method():
     with pytest.raises(ConfigError, match=r"processes\.vert_flow\.method must be one of"):
-        run_process(vert_flow, state, vert_flow.Params(method="magic"), output_dir=tmp_path)
+        vert_flow.Params(method="magic")

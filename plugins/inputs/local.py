@@ -34,6 +34,14 @@ class Coarsening:
     ratio: int = 1  # cells of the file per cell of the model grid, along each axis
     boundary: str = "trim"  # trim: drop the incomplete last block; extend: pad by the edge
 
+    def __post_init__(self) -> None:
+        if self.ratio < 1:
+            raise ConfigError(f"{KEY}.coarsening.ratio must be a positive integer, got "
+                              f"{self.ratio}")
+        if self.boundary not in ("trim", "extend"):
+            raise ConfigError(f"{KEY}.coarsening.boundary must be 'trim' or 'extend', got "
+                              f"'{self.boundary}'")
+
 
 @dataclass
 class Crop:
@@ -177,11 +185,6 @@ def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
     """Block-average every field by ``params.ratio``; the mask stays binary
     (icemask > 0.5 after averaging)."""
     ratio = params.ratio
-    if ratio < 1:
-        raise ConfigError(f"{KEY}.coarsening.ratio must be a positive integer, got {ratio}")
-    if params.boundary not in ("trim", "extend"):
-        raise ConfigError(f"{KEY}.coarsening.boundary must be 'trim' or 'extend', got "
-                          f"'{params.boundary}'")
     if ratio == 1:
         return grid
     extend = params.boundary == "extend"

@@ -15,6 +15,12 @@ file (``.output.nc.partial``, removed at the end of the run) copied over
 ``output.nc`` in one rename, so a run killed at any moment leaves the last
 complete file readable.
 
+A run continued from a checkpoint appends to these files: the output's
+memory (:class:`Writer`) remembers the saves, and restoring it keeps the
+first saves of the earlier run's files (in its own folder, or copied from
+the folder the checkpoint comes from) up to the checkpoint, so no save time
+is missing or repeated.
+
 Names in ``vars_to_save``: a field in the State is written; a name of the
 default list that no selected plugin provides (``wvelsurf`` without
 ``vert_flow``) is skipped with one warning; any other missing name is an
@@ -35,7 +41,13 @@ from igm_core import hookimpl
 from igm_core.errors import ConfigError
 from igm_core.files import atomic_path
 from igm_core.state import Field
-from igm_plugins._netcdf import add_coordinate, define_variable, global_attributes, open_dataset
+from igm_plugins._netcdf import (
+    add_coordinate,
+    copy_first_records,
+    define_variable,
+    global_attributes,
+    open_dataset,
+)
 
 log = logging.getLogger("igm")
 
@@ -57,7 +69,9 @@ class Params:
 
 @dataclass
 class Writer:
-    """What one run's output keeps between saves."""
+    """What one run's output keeps between saves (its memory): the fields
+    written, the files, and the volume series; ``restart_dir`` is the run
+    folder of the checkpoint the run continues from."""
 
     names: list[str]
     path: Path
@@ -65,8 +79,34 @@ class Writer:
     path_ts: Path
     folder_particles: Path
     attrs: dict[str, str]
+    restart_dir: Path | None = None
     series: dict[str, list[float]] = field(
         default_factory=lambda: {"time": [], "vol": [], "area": []})
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the names written and the series (one
+        entry per save)."""
+        return {"names": list(self.names), "series": self.series}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Continue the files of the checkpoint's run up to its last save."""
+        if list(saved["names"]) != self.names:
+            raise ConfigError(f"{KEY}.vars_to_save: the checkpoint's output.nc holds "
+                              f"{', '.join(saved['names'])}; a continued run appends to it, so "
+                              f"the same fields are needed (configured: {', '.join(self.names)})")
+        self.series = {k: list(v) for k, v in saved["series"].items()}
+        saves = self.series["time"]
+        source = (self.restart_dir or self.path.parent) / self.path.name
+        if not source.is_file():
+            log.warning("%s: %s not found: %s starts after the checkpoint (t=%g yr) without the "
+                        "%d earlier saves", KEY, source, self.path.name, saves[-1], len(saves))
+            write_series(self)
+            return
+        copy_first_records(source, self.work, len(saves))
+        with atomic_path(self.path) as tmp:
+            shutil.copyfile(self.work, tmp)
+        write_series(self)
+        keep_particle_files(self, saves[-1])
 
 
 def gridded_fields(state) -> list[str]:
@@ -134,11 +174,16 @@ def append_frame(w: Writer, state) -> None:
         shutil.copyfile(w.work, tmp)
 
 
-def write_series(w: Writer, state) -> None:
+def append_series(w: Writer, state) -> None:
     """Append volume and area at ``state.t`` and rewrite ``output_ts.nc``."""
     w.series["time"].append(float(state.t))
     w.series["vol"].append(state.ice_volume())
     w.series["area"].append(state.ice_area())
+    write_series(w)
+
+
+def write_series(w: Writer) -> None:
+    """Write ``output_ts.nc`` from the series."""
     with atomic_path(w.path_ts) as tmp, open_dataset(tmp, "w") as ds:
         ds.setncatts(w.attrs)
         ds.createDimension("time", len(w.series["time"]))
@@ -147,11 +192,44 @@ def write_series(w: Writer, state) -> None:
             define_variable(ds, meta.name, ("time",), meta, dtype="f8")[:] = w.series[meta.name]
 
 
+def particles_file(folder: Path, t: float) -> Path:
+    """The particle file of save time ``t`` (yr)."""
+    return folder / f"particles_{t:g}.nc"
+
+
+def particle_files(folder: Path) -> dict[float, Path]:
+    """The particle files in ``folder``, by save time (yr)."""
+    found = {}
+    for path in folder.glob("particles_*.nc"):
+        try:
+            found[float(path.stem.split("_", 1)[1])] = path
+        except ValueError:
+            continue
+    return found
+
+
+def keep_particle_files(w: Writer, t_last: float) -> None:
+    """The particle files of a continued run: those of the saves up to
+    ``t_last`` (yr), copied from the checkpoint's run folder when it is
+    another; later ones (written after the checkpoint) removed."""
+    here = w.folder_particles
+    for t, path in particle_files(here).items():
+        if t > t_last:
+            path.unlink()
+    if w.restart_dir is None or w.restart_dir == here.parent:
+        return
+    there = w.restart_dir / here.name
+    for t, path in particle_files(there).items():
+        if t <= t_last:
+            with atomic_path(particles_file(here, t)) as tmp:
+                shutil.copyfile(path, tmp)
+
+
 def write_particles(w: Writer, state) -> Path:
     """Write ``state.particles`` (dict of 1-D arrays) to one file for
     ``state.t``; returns its path."""
     particles: dict[str, Any] = state.particles
-    path = w.folder_particles / f"particles_{float(state.t):g}.nc"
+    path = particles_file(w.folder_particles, float(state.t))
     n = len(np.asarray(next(iter(particles.values())))) if particles else 0
     with atomic_path(path) as tmp, open_dataset(tmp, "w") as ds:
         ds.setncatts({**w.attrs, "time": f"{float(state.t):g}"})
@@ -165,31 +243,33 @@ def write_particles(w: Writer, state) -> Path:
 
 
 @hookimpl
-def igm_output_initialize(params: Params, state, run) -> None:
+def igm_output_initialize(params: Params, state, run) -> Writer:
     out = Path(run.output_dir)
     w = Writer(names=select_names(list(params.vars_to_save), state), path=out / params.filename,
                work=out / f".{params.filename}.partial", path_ts=out / params.filename_ts,
-               folder_particles=out / params.folder_particles, attrs=global_attributes(run))
+               folder_particles=out / params.folder_particles, attrs=global_attributes(run),
+               restart_dir=run.restart_dir)
     if w.work.exists():
         w.work.unlink()
-    state.extras[KEY] = w
+    if run.restart is None:  # files of an earlier attempt of this run are replaced
+        for path in particle_files(w.folder_particles).values():
+            path.unlink()
+    return w
 
 
 @hookimpl
-def igm_output_update(params: Params, state) -> None:
+def igm_output_update(state, memory: Writer) -> None:
     if not state.saveresult:
         return
-    w: Writer = state.extras[KEY]
-    append_frame(w, state)
-    write_series(w, state)
+    append_frame(memory, state)
+    append_series(memory, state)
     if state.has("particles"):
-        write_particles(w, state)
+        write_particles(memory, state)
 
 
 @hookimpl
-def igm_output_finalize(params: Params, state) -> None:
-    w: Writer = state.extras[KEY]
-    if w.work.exists():
-        w.work.unlink()
-    log.info("%s: wrote %s (%d save times) and %s", KEY, w.path, len(w.series["time"]),
-             w.path_ts)
+def igm_output_finalize(memory: Writer) -> None:
+    if memory.work.exists():
+        memory.work.unlink()
+    log.info("%s: wrote %s (%d save times) and %s", KEY, memory.path,
+             len(memory.series["time"]), memory.path_ts)

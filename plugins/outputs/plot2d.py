@@ -8,11 +8,15 @@ the title and the particles as dots when a process provides them. At the
 end the frames become an animation (``animation: gif`` or ``mp4``, which
 needs ffmpeg and falls back to GIF). ``live: true`` also updates a window
 during the run; without a display it warns once and goes on without it.
+A run continued from a checkpoint keeps the frames up to the checkpoint
+(copied from the checkpoint's run folder when it is another), so its
+animation covers the whole run.
 """
 
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,14 +45,39 @@ class Params:
     cmap: str = "viridis"  # matplotlib colour map
     dpi: int = 100  # resolution of the PNG frames
 
+    def __post_init__(self) -> None:
+        if self.animation not in ANIMATIONS:
+            raise ConfigError(f"{KEY}.animation must be one of {', '.join(ANIMATIONS)}, got "
+                              f"'{self.animation}'")
+
 
 @dataclass
 class Plotter:
-    """What one run's plot output keeps between saves."""
+    """What one run's plot output keeps between saves (its memory):
+    ``restart_dir`` is the run folder of the checkpoint it continues from."""
 
     folder: Path
     frames: list[Path] = field(default_factory=list)
     live: Any = None  # the pyplot figure of the live window, if any
+    restart_dir: Path | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a checkpoint keeps: the frame file names, in order."""
+        return {"frames": [p.name for p in self.frames]}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Keep the checkpoint's frames (copied from its run folder when it is
+        another); frames drawn after the checkpoint are removed."""
+        names = list(saved["frames"])
+        source = (self.restart_dir / self.folder.name if self.restart_dir is not None
+                  else self.folder)
+        for stale in set(self.folder.glob("*.png")) - {self.folder / n for n in names}:
+            stale.unlink()
+        for name in names:
+            if source != self.folder and (source / name).is_file():
+                with atomic_path(self.folder / name) as tmp:
+                    shutil.copyfile(source / name, tmp)
+        self.frames = [self.folder / n for n in names if (self.folder / n).is_file()]
 
 
 def draw(fig: Any, params: Params, state) -> None:
@@ -148,37 +177,32 @@ def _mp4(frames: list[Path], target: Path) -> Path:
 
 
 @hookimpl
-def igm_output_initialize(params: Params, state, run) -> None:
-    if params.animation not in ANIMATIONS:
-        raise ConfigError(f"{KEY}.animation must be one of {', '.join(ANIMATIONS)}, got "
-                          f"'{params.animation}'")
+def igm_output_initialize(params: Params, state, run) -> Plotter:
     if not state.has(params.var):
         shape = state.grid.shape
         fields = sorted(n for n, v in state.fields.items() if np.shape(v) == shape)
         raise ConfigError(f"{KEY}.var: no 2-D field '{params.var}' in this run; available: "
                           f"{', '.join(fields)}")
-    plotter = Plotter(folder=Path(run.output_dir) / params.folder)
+    plotter = Plotter(folder=Path(run.output_dir) / params.folder, restart_dir=run.restart_dir)
     if params.live:
         plotter.live = open_live_window()
-    state.extras[KEY] = plotter
+    return plotter
 
 
 @hookimpl
-def igm_output_update(params: Params, state) -> None:
+def igm_output_update(params: Params, state, memory: Plotter) -> None:
     if not state.saveresult:
         return
-    plotter: Plotter = state.extras[KEY]
-    plotter.frames.append(save_frame(params, state, plotter.folder))
-    if plotter.live is not None:
+    memory.frames.append(save_frame(params, state, memory.folder))
+    if memory.live is not None:
         import matplotlib.pyplot as plt
 
-        draw(plotter.live, params, state)
+        draw(memory.live, params, state)
         plt.pause(0.001)
 
 
 @hookimpl
-def igm_output_finalize(params: Params, state) -> None:
-    plotter: Plotter = state.extras[KEY]
-    if params.animation != "none" and plotter.frames:
-        path = make_animation(plotter.frames, plotter.folder / params.var, params.animation)
-        log.info("%s: %d frames and the animation %s", KEY, len(plotter.frames), path)
+def igm_output_finalize(params: Params, memory: Plotter) -> None:
+    if params.animation != "none" and memory.frames:
+        path = make_animation(memory.frames, memory.folder / params.var, params.animation)
+        log.info("%s: %d frames and the animation %s", KEY, len(memory.frames), path)

@@ -46,6 +46,11 @@ class Params:
     thk_min: float = 1.0  # m: ice thinner than this neither gets nor keeps particles
     seed: int = 0  # seed of the random positions (reproducible runs)
 
+    def __post_init__(self) -> None:
+        for key in ("frequency_seeding", "density_seeding"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(self, key)}")
+
 
 VARIABLES = {
     "id": Field("particles.id", "1", "particle number"),
@@ -63,12 +68,12 @@ provides = (Field("particles", "1", "particles for the outputs: dict of 1-D arra
 
 @dataclass
 class Tracker:
-    """What the process keeps between steps."""
+    """What the process keeps between steps (a checkpoint saves every field)."""
 
-    rng: np.random.Generator
+    rng: np.random.Generator  # random positions of new particles
     next_seeding: float | None  # yr; None before the first seeding
     next_id: int
-    thk_prev: Any
+    thk_prev: Any  # thickness (m, (ny, nx)) at the previous step, for dH/dt
 
 
 def empty() -> dict[str, Any]:
@@ -211,24 +216,20 @@ def advect(params: Params, state, dt: float, dhdt: Any) -> None:
 
 
 @hookimpl
-def igm_process_initialize(params: Params, state) -> None:
-    for key in ("frequency_seeding", "density_seeding"):
-        if not getattr(params, key) > 0:
-            raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(params, key)}")
+def igm_process_initialize(params: Params, state) -> Tracker:
     state.declare_all(VARIABLES.values(), provider="process 'particles'")
     state.particles = empty()
     # the first seeding happens at the first update, when smb is up to date
-    state.extras["particles"] = Tracker(np.random.default_rng(params.seed), None, 0, state.thk)
+    return Tracker(np.random.default_rng(params.seed), None, 0, state.thk)
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
-    tracker: Tracker = state.extras["particles"]
+def igm_process_update(params: Params, state, memory: Tracker) -> None:
     dt = float(state.dt)
     if dt > 0:
-        advect(params, state, dt, (state.thk - tracker.thk_prev) / dt)
-        tracker.thk_prev = state.thk
-    if tracker.next_seeding is None or float(state.t) >= tracker.next_seeding - 1e-6:
-        seed(params, state, tracker)
-        start = float(state.t) if tracker.next_seeding is None else tracker.next_seeding
-        tracker.next_seeding = start + params.frequency_seeding
+        advect(params, state, dt, (state.thk - memory.thk_prev) / dt)
+        memory.thk_prev = state.thk
+    if memory.next_seeding is None or float(state.t) >= memory.next_seeding - 1e-6:
+        seed(params, state, memory)
+        start = float(state.t) if memory.next_seeding is None else memory.next_seeding
+        memory.next_seeding = start + params.frequency_seeding

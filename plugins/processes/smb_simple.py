@@ -50,6 +50,12 @@ class Params:
     # so that bare peaks above the ELA do not grow new glaciers
     mask_accumulation: bool = True
 
+    def __post_init__(self) -> None:
+        if not self.update_freq >= 0:
+            raise ConfigError(f"{KEY}.update_freq must be >= 0 years, got {self.update_freq}")
+        if not self.file:
+            parse_table(list(self.array), f"{KEY}.array")
+
 
 requires = ("usurf",)
 provides = ("smb",)
@@ -106,12 +112,28 @@ def mass_balance(usurf: Any, gradabl: float, gradacc: float, ela: float, accmax:
     return tf.where(dz < 0, gradabl * dz, tf.minimum(gradacc * dz, accmax))
 
 
+@dataclass
+class Climate:
+    """What the process keeps between steps: the parameter table (from the
+    configuration) and the time (yr) of the last recomputation of smb."""
+
+    table: dict[str, np.ndarray]
+    t_last: float | None = None
+
+    def state_dict(self) -> dict[str, Any]:
+        """The history a checkpoint keeps (the table comes from the
+        configuration, so a continued run may change the climate)."""
+        return {"t_last": self.t_last}
+
+    def load_state_dict(self, saved: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict`."""
+        self.t_last = saved["t_last"]
+
+
 @hookimpl
-def igm_process_initialize(params: Params, state, run) -> None:
+def igm_process_initialize(params: Params, state, run) -> Climate:
     import tensorflow as tf
 
-    if not params.update_freq >= 0:
-        raise ConfigError(f"{KEY}.update_freq must be >= 0 years, got {params.update_freq}")
     if params.file:
         path = run.find_file(params.file)
         if path is None:
@@ -120,28 +142,27 @@ def igm_process_initialize(params: Params, state, run) -> None:
         table = parse_table(read_table_file(path), str(path))
     else:
         table = parse_table(list(params.array), f"{KEY}.array")
-    state.extras["smb_simple"] = {"table": table, "t_last": None}
+    climate = Climate(table)
     if math.isfinite(state.t):
-        update(params, state)
+        update(params, state, climate)
     else:  # the clock starts later (time comes after smb_simple): first update computes it
         state.smb = tf.zeros_like(state.usurf)
+    return climate
 
 
-def update(params: Params, state) -> None:
+def update(params: Params, state, climate: Climate) -> None:
     """Recompute ``state.smb`` from ``state.usurf`` at ``state.t``."""
     import tensorflow as tf
 
-    memory = state.extras["smb_simple"]
-    p = parameters_at(memory["table"], float(state.t))
+    p = parameters_at(climate.table, float(state.t))
     smb = mass_balance(state.usurf, **p)
     if params.mask_accumulation and state.has("icemask"):
         smb = tf.where(state.icemask > 0.5, smb, tf.minimum(smb, 0.0))
     state.smb = smb
-    memory["t_last"] = float(state.t)
+    climate.t_last = float(state.t)
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
-    t_last = state.extras["smb_simple"]["t_last"]
-    if t_last is None or float(state.t) - t_last >= params.update_freq - 1e-9:
-        update(params, state)
+def igm_process_update(params: Params, state, memory: Climate) -> None:
+    if memory.t_last is None or float(state.t) - memory.t_last >= params.update_freq - 1e-9:
+        update(params, state, memory)

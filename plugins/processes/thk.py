@@ -16,12 +16,19 @@ staggered shallow-ice velocity, which keeps the steep margin of an ice cap
 accurate), otherwise the mean of the two cell-centre values of ``ubar``,
 ``vbar``.
 
-Budget (cumulative volumes in m3, float64, in ``state.extras["mass_budget"]``):
+Budget (cumulative volumes in m3, float64, kept in the process's memory,
+:class:`MassBudget`):
 ``smb_m3`` is the surface mass balance actually applied (less than the
 nominal value where ablation meets bare ground), ``outflow_m3`` the ice that
 left through the domain edge (net), ``clip_m3`` the ice added where the
 transport step alone would leave H < 0 (zero under a small enough time step).
 Then ``V(t) - V(t0) = smb_m3 - outflow_m3 + clip_m3`` to float precision.
+
+A run whose ice volume grows beyond ``volume_growth_max`` times its start
+(or times 10 m of ice over the whole domain, when that is more: a run may
+start without ice) stops with one line giving the budget: two orders of
+magnitude in one run is no glacier's response to its climate, but an
+unstable transport or a wrong mass balance.
 """
 
 from __future__ import annotations
@@ -43,6 +50,27 @@ SLOPES = ("superbee", "minmod", "upwind")
 @dataclass
 class Params:
     slope_type: str = "superbee"  # slope limiter: superbee, minmod or upwind (first order)
+    # stop when the ice volume exceeds this many times max(initial, 10 m over the domain)
+    volume_growth_max: float = 100.0
+
+    def __post_init__(self) -> None:
+        if self.slope_type not in SLOPES:
+            raise ConfigError(f"{KEY}.slope_type must be one of {', '.join(SLOPES)}, got "
+                              f"'{self.slope_type}'")
+        if not self.volume_growth_max > 1:
+            raise ConfigError(f"{KEY}.volume_growth_max must be more than 1, got "
+                              f"{self.volume_growth_max}")
+
+
+@dataclass
+class MassBudget:
+    """What the process keeps: cumulative volumes since the start (m3,
+    float64) and the volume that sets the runaway limit (m3)."""
+
+    smb_m3: float = 0.0
+    outflow_m3: float = 0.0
+    clip_m3: float = 0.0
+    volume_ref_m3: float = 0.0
 
 
 requires = ("thk", "topg", "ubar", "vbar")
@@ -148,21 +176,36 @@ def _total(field: Any) -> float:
     return float(np.sum(np.asarray(field, dtype="float64")))
 
 
+def runaway(params: Params, state, budget: MassBudget, volume_m3: float) -> PluginRuntimeError:
+    """The one-line error of a volume grown past the limit, with the budget."""
+    km3 = 1e-9
+    created = max(budget.smb_m3, 0.0) + max(budget.clip_m3, 0.0)
+    cause = ("most of it created where the transport left negative thickness: the time step is "
+             "too long for the flow (processes.time.cfl, step_max) or the flow is unstable"
+             if budget.clip_m3 > 0.5 * created else
+             "most of it from the surface mass balance: check its parameters and units (m ice "
+             "per year)")
+    return PluginRuntimeError(
+        f"{KEY}: the ice volume grew to {volume_m3 * km3:.4g} km3 at t={float(state.t):.6g} yr "
+        f"(step {state.it}), more than {params.volume_growth_max:g} times "
+        f"{budget.volume_ref_m3 * km3:.4g} km3 (budget since the start: smb "
+        f"{budget.smb_m3 * km3:+.4g}, clipping {budget.clip_m3 * km3 + 0.0:+.4g}, out through "
+        f"the edges {budget.outflow_m3 * km3 + 0.0:.4g} km3); {cause}")
+
+
 @hookimpl
-def igm_process_initialize(params: Params, state) -> None:
+def igm_process_initialize(params: Params, state) -> MassBudget:
     import tensorflow as tf
 
-    if params.slope_type not in SLOPES:
-        raise ConfigError(f"{KEY}.slope_type must be one of {', '.join(SLOPES)}, got "
-                          f"'{params.slope_type}'")
     state.thk = tf.maximum(tf.cast(state.thk, tf.float32), 0.0)
     state.usurf = state.topg + state.thk
     state.divflux = tf.zeros_like(state.thk)
-    state.extras["mass_budget"] = {"smb_m3": 0.0, "outflow_m3": 0.0, "clip_m3": 0.0}
+    ny, nx = state.grid.shape
+    return MassBudget(volume_ref_m3=max(state.ice_volume() * 1e9, 10.0 * nx * ny * state.dx**2))
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
+def igm_process_update(params: Params, state, memory: MassBudget) -> None:
     import tensorflow as tf
 
     dt = float(state.dt)
@@ -181,9 +224,10 @@ def igm_process_update(params: Params, state) -> None:
         raise PluginRuntimeError(f"{KEY}: the ice thickness is no longer finite at "
                                  f"t={state.t:g} yr (the flow blew up): shorten the step "
                                  "(processes.time.cfl or step_max)")
-    budget = state.extras["mass_budget"]
-    budget["outflow_m3"] += dt * outflow_rate(fx, fy, dx)
-    budget["clip_m3"] += cell * (_total(kept) - _total(transported))
-    budget["smb_m3"] += cell * (total - _total(kept))
+    memory.outflow_m3 += dt * outflow_rate(fx, fy, dx)
+    memory.clip_m3 += cell * (_total(kept) - _total(transported))
+    memory.smb_m3 += cell * (total - _total(kept))
     state.thk = new
     state.usurf = state.topg + new
+    if cell * total > params.volume_growth_max * memory.volume_ref_m3:
+        raise runaway(params, state, memory, cell * total)

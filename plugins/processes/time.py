@@ -13,6 +13,13 @@ never exceeds ``step_max``, and lands exactly on every save time
 (``start + k * save``) and on ``end``. The first update (step 0) keeps
 ``t = start`` with ``dt = 0`` so that processes and outputs see the
 initial state.
+
+A run whose CFL step falls below the floor ``cfl * dx / speed_max`` stops
+with one line: such a step means ice faster than ``speed_max`` (50 km/yr by
+default, about three times the fastest glacier ever measured, Jakobshavn
+Isbrae at about 17 km/yr in 2012, Joughin et al. 2014, The Cryosphere 8,
+209-214): the flow has blown up, and the run would otherwise crawl on for
+ever with ever shorter steps.
 """
 
 from __future__ import annotations
@@ -23,9 +30,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from igm_core import hookimpl
-from igm_core.errors import ConfigError
+from igm_core.errors import ConfigError, PluginRuntimeError
 
 VELOCITY_FIELDS = ("ubar", "vbar")
+
+
+KEY = "processes.time"
 
 
 @dataclass
@@ -33,15 +43,20 @@ class Params:
     start: float = 2000.0  # start of the simulation (yr)
     end: float = 2100.0  # end of the simulation (yr)
     save: float = 10.0  # interval between saved results (yr)
-    cfl: float = 0.3  # CFL number (dimensionless, <= 1)
+    cfl: float = 0.3  # CFL number (dimensionless, in (0, 1])
     step_max: float = 1.0  # largest time step (yr)
+    # fastest plausible ice (m yr-1): a step shorter than cfl*dx/speed_max stops the run
+    speed_max: float = 50000.0
 
-
-def max_speed(state) -> float:
-    """Largest absolute depth-averaged velocity component present (m/yr)."""
-    speeds = [float(np.max(np.abs(np.asarray(state.get(name)))))
-              for name in VELOCITY_FIELDS if state.has(name)]
-    return max(speeds, default=0.0)
+    def __post_init__(self) -> None:
+        if not self.end > self.start:
+            raise ConfigError(f"{KEY}.end ({self.end}) must be after {KEY}.start ({self.start})")
+        if not 0 < self.cfl <= 1:
+            raise ConfigError(f"{KEY}.cfl must be in (0, 1] (the explicit transport is unstable "
+                              f"above 1), got {self.cfl}")
+        for key in ("save", "step_max", "speed_max"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(self, key)}")
 
 
 def max_face_diffusivity(state) -> float:
@@ -70,14 +85,32 @@ def next_save_time(params: Params, t: float) -> float:
     return min(params.start + k * params.save, params.end)
 
 
+def fastest(state) -> tuple[float, float, float]:
+    """Largest depth-averaged speed component (m/yr) and where (x, y in m)."""
+    best = (0.0, math.nan, math.nan)
+    for name in VELOCITY_FIELDS:
+        if state.has(name):
+            values = np.abs(np.asarray(state.get(name)))
+            j, i = np.unravel_index(int(np.argmax(values)), values.shape)
+            if values[j, i] > best[0]:
+                best = (float(values[j, i]), float(state.x[i]), float(state.y[j]))
+    return best
+
+
+def runaway(params: Params, state, speed: float, x: float, y: float) -> PluginRuntimeError:
+    """The one-line error of a CFL step below the floor ``cfl dx / speed_max``
+    (ice faster than ``speed_max``): ``speed`` (m/yr) at ``x``, ``y`` (m)."""
+    return PluginRuntimeError(
+        f"{KEY}: the time step fell to {params.cfl * state.dx / speed:.3g} yr at "
+        f"t={float(state.t):.6g} yr (step {state.it}), below the floor cfl*dx/speed_max = "
+        f"{params.cfl * state.dx / params.speed_max:.3g} yr: the depth-averaged ice speed "
+        f"reaches {speed / 1000:.3g} km/yr at x={x:.6g} m, y={y:.6g} m; the ice flow has blown "
+        "up (likely causes: a time step too long for the flow earlier, a diverging flow solver, "
+        "or input fields in the wrong units)")
+
+
 @hookimpl
 def igm_process_initialize(params: Params, state) -> None:
-    if not params.end > params.start:
-        raise ConfigError(f"processes.time.end ({params.end}) must be after "
-                          f"processes.time.start ({params.start})")
-    for key in ("save", "cfl", "step_max"):
-        if not getattr(params, key) > 0:
-            raise ConfigError(f"processes.time.{key} must be positive, got {getattr(params, key)}")
     state.t = float(params.start)
     state.t_end = float(params.end)
     state.dt = 0.0
@@ -90,7 +123,9 @@ def igm_process_update(params: Params, state) -> None:
         state.dt = 0.0
         state.saveresult = True
         return
-    speed = max_speed(state)
+    speed, x, y = fastest(state)
+    if speed > params.speed_max:
+        raise runaway(params, state, speed, x, y)
     dt = params.step_max
     if speed > 0:
         dt = min(dt, params.cfl * state.dx / speed)

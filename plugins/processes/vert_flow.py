@@ -35,6 +35,11 @@ METHODS = ("kinematic", "incompressibility")
 class Params:
     method: str = "kinematic"  # kinematic or incompressibility
 
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ConfigError(f"{KEY}.method must be one of {', '.join(METHODS)}, got "
+                              f"'{self.method}'")
+
 
 requires = ("U", "V", "zeta", "thk", "topg")
 provides = ("W", "wvelsurf")
@@ -122,9 +127,6 @@ def update(params: Params, state) -> None:
 
 @hookimpl
 def igm_process_initialize(params: Params, state) -> None:
-    if params.method not in METHODS:
-        raise ConfigError(f"{KEY}.method must be one of {', '.join(METHODS)}, got "
-                          f"'{params.method}'")
     update(params, state)
 
 

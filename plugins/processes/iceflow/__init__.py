@@ -30,6 +30,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from igm_core import Field, hookimpl
+from igm_core.errors import ConfigError
+
+KEY = "processes.iceflow"
 
 METHODS = ("emulated", "solved", "sia", "diagnostic")
 OPTIMIZERS = ("adam", "lbfgs")
@@ -101,6 +104,48 @@ class Params:
     solver: SolverParams = field(default_factory=SolverParams)
     emulator: EmulatorParams = field(default_factory=EmulatorParams)
 
+    def __post_init__(self) -> None:
+        check_params(self)
+
+
+def check_params(p: Params) -> None:
+    """Raise ConfigError on a parameter outside its allowed values (run when
+    the configuration builds ``Params``)."""
+    choices = (("method", p.method, METHODS), ("solver.optimizer", p.solver.optimizer, OPTIMIZERS),
+               ("emulator.network.activation", p.emulator.network.activation, ACTIVATIONS))
+    for key, value, allowed in choices:
+        if value not in allowed:
+            raise ConfigError(f"{KEY}.{key} must be one of {', '.join(allowed)}, got {value!r}")
+    positive = (("numerics.vert_spacing", p.numerics.vert_spacing),
+                ("physics.exp_glen", p.physics.exp_glen),
+                ("physics.exp_weertman", p.physics.exp_weertman),
+                ("physics.init_arrhenius", p.physics.init_arrhenius),
+                ("physics.enhancement_factor", p.physics.enhancement_factor),
+                ("solver.step_size", p.solver.step_size), ("solver.nbitmax", p.solver.nbitmax),
+                ("emulator.lr", p.emulator.lr),
+                ("emulator.framesizemax", p.emulator.framesizemax))
+    for key, value in positive:
+        if not value > 0:
+            raise ConfigError(f"{KEY}.{key} must be positive, got {value}")
+    for key, value in (("emulator.warmup", p.emulator.warmup),
+                       ("emulator.nbit", p.emulator.nbit),
+                       ("emulator.nbit_init", p.emulator.nbit_init),
+                       ("emulator.retrain_freq", p.emulator.retrain_freq)):
+        if value < 0:
+            raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
+    if p.numerics.Nz < 2:
+        raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
+    if p.numerics.staggered and p.method != "sia":
+        raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
+                          f"{p.method!r}")
+    if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
+            "emulated", "diagnostic"):
+        raise ConfigError(f"{KEY}.emulator.pretrained is false: set emulator.nbit_init > 0 to "
+                          "train the network first")
+    if p.emulator.network.conv_ker_size % 2 != 1:
+        raise ConfigError(f"{KEY}.emulator.network.conv_ker_size must be odd, got "
+                          f"{p.emulator.network.conv_ker_size}")
+
 
 requires = ("thk", "usurf")
 
@@ -111,21 +156,20 @@ provides = ("U", "V", "ubar", "vbar", "uvelsurf", "vvelsurf", "uvelbase", "vvelb
 
 
 @hookimpl
-def igm_process_initialize(params: Params, state, run) -> None:
+def igm_process_initialize(params: Params, state, run):
     from igm_plugins.processes.iceflow._flow import IceFlow
 
     flow = IceFlow(params, state, run)
-    state.extras["iceflow"] = flow
-    flow.update(state, initial=True)
+    if run.restart is None:  # a continued run gets its velocities from the checkpoint
+        flow.update(state, initial=True)
+    return flow
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
-    state.extras["iceflow"].update(state)
+def igm_process_update(state, memory) -> None:
+    memory.update(state)
 
 
 @hookimpl
-def igm_process_finalize(params: Params, state, run) -> None:
-    flow = state.extras.pop("iceflow", None)
-    if flow is not None:
-        flow.finalize(run)
+def igm_process_finalize(run, memory) -> None:
+    memory.finalize(run)

@@ -148,9 +148,6 @@ class Emulator:
             path = self._weights_path(run)
             load_weights(path, self.net, self.arch)
             log.info("iceflow emulator: loaded %s", path)
-        elif e.nbit_init <= 0:
-            raise ConfigError("processes.iceflow.emulator.pretrained is false: set "
-                              "emulator.nbit_init > 0 to train the network first")
         self.m1 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.m2 = [tf.Variable(tf.zeros_like(w)) for w in self.net.weights]
         self.nstep = tf.Variable(0.0)
@@ -258,6 +255,27 @@ class Emulator:
             self.train(args, e.nbit)
         X = self.predict(args)
         return X if window is None else uncrop(X, window, thk.shape)
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps: the weights, Adam's moments and step
+        count, the random generator of the training frames and the window."""
+        return {"weights": self.net.arrays(), "adam_m1": [m.numpy() for m in self.m1],
+                "adam_m2": [m.numpy() for m in self.m2], "nstep": self.nstep.numpy(),
+                "rng": self.rng, "window": self.window.state_dict()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore :meth:`state_dict`; DataError when the network differs."""
+        self.net.assign(saved["weights"], "the checkpoint's emulator")
+        for name in ("adam_m1", "adam_m2"):
+            arrays = saved[name]
+            if len(arrays) != len(self.net.weights):
+                raise DataError(f"the checkpoint's emulator has {len(arrays)} optimiser "
+                                f"moments, the network {len(self.net.weights)} weights")
+            for variable, array in zip(getattr(self, name[5:]), arrays, strict=True):
+                variable.assign(array)
+        self.nstep.assign(saved["nstep"])
+        self.rng = saved["rng"]
+        self.window.load_state_dict(saved["window"])
 
     def save(self, path: Path) -> None:
         """Write the (retrained) network to ``path`` atomically."""

@@ -1,5 +1,6 @@
-"""The iceflow process at run time: validates parameters, keeps the solver
-and emulator state between steps and writes the velocity fields."""
+"""The iceflow process at run time: the memory of the process (solver and
+emulator state kept between steps, saved in checkpoints) and the writing of
+the velocity fields."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from igm_core.errors import ConfigError
-from igm_plugins.processes.iceflow import ACTIVATIONS, METHODS, OPTIMIZERS, Params
+from igm_plugins.processes.iceflow import KEY, Params
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     derived_fields,
@@ -22,41 +23,6 @@ from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
-KEY = "processes.iceflow"
-
-
-def check_params(p: Params) -> None:
-    """Raise ConfigError on a parameter outside its allowed values."""
-    choices = (("method", p.method, METHODS), ("solver.optimizer", p.solver.optimizer, OPTIMIZERS),
-               ("emulator.network.activation", p.emulator.network.activation, ACTIVATIONS))
-    for key, value, allowed in choices:
-        if value not in allowed:
-            raise ConfigError(f"{KEY}.{key} must be one of {', '.join(allowed)}, got {value!r}")
-    positive = (("numerics.vert_spacing", p.numerics.vert_spacing),
-                ("physics.exp_glen", p.physics.exp_glen),
-                ("physics.exp_weertman", p.physics.exp_weertman),
-                ("physics.init_arrhenius", p.physics.init_arrhenius),
-                ("physics.enhancement_factor", p.physics.enhancement_factor),
-                ("solver.step_size", p.solver.step_size), ("solver.nbitmax", p.solver.nbitmax),
-                ("emulator.lr", p.emulator.lr),
-                ("emulator.framesizemax", p.emulator.framesizemax))
-    for key, value in positive:
-        if not value > 0:
-            raise ConfigError(f"{KEY}.{key} must be positive, got {value}")
-    for key, value in (("emulator.warmup", p.emulator.warmup),
-                       ("emulator.nbit", p.emulator.nbit),
-                       ("emulator.nbit_init", p.emulator.nbit_init),
-                       ("emulator.retrain_freq", p.emulator.retrain_freq)):
-        if value < 0:
-            raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
-    if p.numerics.Nz < 2:
-        raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
-    if p.numerics.staggered and p.method != "sia":
-        raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
-                          f"{p.method!r}")
-    if p.emulator.network.conv_ker_size % 2 != 1:
-        raise ConfigError(f"{KEY}.emulator.network.conv_ker_size must be odd, got "
-                          f"{p.emulator.network.conv_ker_size}")
 
 
 def constants(p: Params) -> FlowConstants:
@@ -72,7 +38,6 @@ class IceFlow:
     """Per-run state of the iceflow process."""
 
     def __init__(self, params: Params, state, run) -> None:
-        check_params(params)
         self.p = params
         self.consts = constants(params)
         self.zeta_np = vertical_levels(params.numerics.Nz, params.numerics.vert_spacing)
@@ -191,6 +156,27 @@ class IceFlow:
         log.info("iceflow diagnostic t=%g: relative L2 difference of surface speed %.4f, "
                  "energy emulated %.6g, solved %.6g", row["t"], rel, row["energy_emulated"],
                  row["energy_solved"])
+
+    def state_dict(self) -> dict[str, object]:
+        """What a checkpoint keeps: the last velocity stack (the solver's warm
+        start), the solver's window, the diagnostic history and the emulator."""
+        return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
+                "emulator": None if self.emulator is None else self.emulator.state_dict()}
+
+    def load_state_dict(self, saved: dict) -> None:
+        """Restore :meth:`state_dict`; ConfigError when it does not fit."""
+        X = tf.convert_to_tensor(saved["X"], tf.float32)
+        if X.shape != self.X.shape:
+            raise ConfigError(f"{KEY}: the checkpoint's velocities have shape {tuple(X.shape)}, "
+                              f"this configuration {tuple(self.X.shape)} (numerics.Nz differs?)")
+        if (saved["emulator"] is None) != (self.emulator is None):
+            raise ConfigError(f"{KEY}: the checkpoint was written with another method "
+                              f"(the configuration has method {self.p.method!r})")
+        self.X = X
+        self.window.load_state_dict(saved["window"])
+        self.history = list(saved["history"])
+        if self.emulator is not None:
+            self.emulator.load_state_dict(saved["emulator"])
 
     def finalize(self, run) -> None:
         """Save the retrained network when asked."""

@@ -62,6 +62,19 @@ class IceWindow:
         self.current = window
         return window
 
+    def state_dict(self) -> list[int] | None:
+        """The current window as [row start, row stop, column start, column
+        stop], or None (for checkpoints: the compiled shapes follow it)."""
+        if self.current is None:
+            return None
+        rows, cols = self.current
+        return [rows.start, rows.stop, cols.start, cols.stop]
+
+    def load_state_dict(self, saved: list[int] | None) -> None:
+        """Restore :meth:`state_dict`."""
+        self.current = None if saved is None else (slice(saved[0], saved[1]),
+                                                   slice(saved[2], saved[3]))
+
 
 def crop(args: tuple, window: tuple[slice, slice]) -> tuple:
     """The geometry ``args`` = (thk, usurf, A, C, dx) restricted to ``window``."""

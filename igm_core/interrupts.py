@@ -1,0 +1,73 @@
+"""Signals a running simulation answers, as batch systems send them.
+
+- ``SIGTERM`` (a SLURM time limit, preemption, ``scancel`` or ``kill``):
+  finish the current step, write a checkpoint, stop as *interrupted*.
+- ``SIGUSR2`` (submitit's warning before a SLURM time limit,
+  ``--signal=USR2@N``): the same, then hand the signal to the handler that
+  was there before (submitit's, which requeues the job).
+- ``SIGUSR1`` (``--signal=USR1@N``, or ``kill -USR1``): write a checkpoint
+  after the current step and go on.
+
+Handlers can only be set from the main thread; elsewhere the run goes on
+without them. No TensorFlow here.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+from types import FrameType
+from typing import Any
+
+STOP = (signal.SIGTERM, signal.SIGUSR2)
+CHECKPOINT = (signal.SIGUSR1,)
+
+
+class Interrupts:
+    """Context manager: records the signals received while it is active and
+    restores the previous handlers on exit."""
+
+    def __init__(self) -> None:
+        self.received: list[int] = []
+        self.previous: dict[int, Any] = {}
+
+    def __enter__(self) -> Interrupts:
+        if threading.current_thread() is threading.main_thread():
+            for signum in (*STOP, *CHECKPOINT):
+                self.previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for signum, handler in self.previous.items():
+            signal.signal(signum, handler)
+        self.previous.clear()
+
+    def _record(self, signum: int, frame: FrameType | None) -> None:
+        self.received.append(signum)
+
+    @property
+    def checkpoint_requested(self) -> bool:
+        """Whether a signal asked for a checkpoint since the last :meth:`clear`."""
+        return bool(self.received)
+
+    @property
+    def stop_signal(self) -> int | None:
+        """The first stopping signal received, or None."""
+        return next((s for s in self.received if s in STOP), None)
+
+    def clear(self) -> None:
+        """Forget the checkpoint requests (after writing one); a stop stays."""
+        self.received = [s for s in self.received if s in STOP][:1]
+
+
+def name(signum: int) -> str:
+    """``SIGTERM`` style name of a signal number."""
+    return signal.Signals(signum).name
+
+
+def forward(signum: int) -> None:
+    """Call this process's handler for ``signum`` (after :class:`Interrupts`
+    restored it: submitit's requeue on SIGUSR2), if it is a Python function."""
+    handler = signal.getsignal(signum)
+    if callable(handler):
+        handler(signum, None)
