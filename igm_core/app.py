@@ -180,7 +180,8 @@ def run_job(cfg: DictConfig) -> float:
         _setup_logging(core, output_dir)
         selection = selection_from(cfg, discover())
         ctx = _context(hc, core)
-        step = runfolder.plan(output_dir, OmegaConf.to_container(cfg, resolve=True),
+        step = runfolder.plan(output_dir, OmegaConf.to_container(cfg, resolve=True,
+                                                                 enum_to_str=True),
                               core.restart, ctx.launch_dir)
         if step.action == "done":
             previous = runfolder.previous_run(output_dir).summary
