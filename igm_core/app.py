@@ -31,6 +31,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.igm_launchers import launchers
 from igm_core import data, engine, hardware, interrupts, resume, runfolder, sweep
 from igm_core.config import CoreParams, Objective
 from igm_core.context import RunContext
@@ -60,6 +61,7 @@ def register_configs(found: dict[str, dict[str, PluginEntry]]) -> None:
     Hydra's ConfigStore (group = stage, option = plugin name, nested under
     the name). A plugin that fails to import gets an empty schema; selecting
     it reports the import error when the run starts."""
+    launchers.register()
     cs = ConfigStore.instance()
     cs.store(group="core", name="default", node=CoreParams)
     for stage, entries in found.items():

@@ -179,7 +179,7 @@ def finish_pending() -> None:
     on a failed job never reaches Hydra's ``on_multirun_end``, so
     ``igm_run`` calls this on exit too)."""
     global _pending
-    if _pending is not None:
+    if _pending is not None and _pending.is_dir():
         sweep_dir, _pending = _pending, None
         print(report(sweep_dir, summarize(sweep_dir)), file=sys.stderr, flush=True)
 
