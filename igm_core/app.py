@@ -200,12 +200,14 @@ def run_job(cfg: DictConfig) -> float:
         if step.reason:
             log.info("%s: %s", "continuing" if step.checkpoint else "starting afresh",
                      step.reason)
-        placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
-        summary.update(placement.as_dict())
-        if core.url_data:
-            data.fetch(core.url_data, ctx.data_dir)
-        summary.update(hardware.run_engine(selection, ctx, core.progress.value, result,
-                                           placement, core.checkpoint, step.checkpoint))
+        with interrupts.Interrupts() as signals:
+            placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
+            summary.update(placement.as_dict())
+            if core.url_data:
+                data.fetch(core.url_data, ctx.data_dir)
+            summary.update(hardware.run_engine(selection, ctx, core.progress.value, result,
+                                               placement, core.checkpoint, step.checkpoint,
+                                               signals))
         summary["objective"] = objective(core, result)
     except (RunInterrupted, KeyboardInterrupt) as exc:
         result.status = "interrupted"

@@ -13,6 +13,7 @@ of wall time, at the end; and whenever a signal asks, see
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -161,7 +162,8 @@ class _Run:
 def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         progress: str = "auto", observers: Iterable[Any] = (),
         result: RunResult | None = None, checkpoints: CheckpointParams | None = None,
-        restart: str | Path | None = None) -> tuple[State, RunResult]:
+        restart: str | Path | None = None,
+        signals: interrupts.Interrupts | None = None) -> tuple[State, RunResult]:
     """Run one simulation.
 
     ``selection`` maps each stage to its ``(entry, params)`` pairs in
@@ -193,9 +195,10 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
             state.declare_all(p.provides(), provider=p.entry.label)
 
     status = "failed"
-    signals = interrupts.Interrupts()
+    own_signals = signals is None
+    signals = interrupts.Interrupts() if signals is None else signals
     try:
-        with signals:
+        with signals if own_signals else contextlib.nullcontext():
             job.initialize("inputs", "igm_input_initialize")
             if state.grid is None:
                 raise PluginError("no input plugin set the grid: select an input such as 'local'")
@@ -221,6 +224,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
                 job.restore_memories("outputs", saved)
             plugins.broadcast("igm_run_begin", state=state, run=ctx)
             schedule = CheckpointSchedule(job.checkpoints, float(state.t))
+            signals.looping = True
             while state.t < state.t_end:
                 job.update("processes", "igm_process_update")
                 job.update("outputs", "igm_output_update", run=ctx)

@@ -179,19 +179,20 @@ def report_cpu_fallback(placement: Placement) -> None:
 
 
 def _run_here(selection: Any, ctx: Any, progress: str, result: Any, placement: Placement,
-              checkpoints: Any, restart: Path | None) -> dict[str, Any]:
+              checkpoints: Any, restart: Path | None, signals: Any = None) -> dict[str, Any]:
     from igm_core import engine
     from igm_core.quiet import start_tensorflow
 
     start_tensorflow(quiet=not log.isEnabledFor(logging.DEBUG))
     report_cpu_fallback(placement)
     engine.run(selection, ctx, progress=progress, result=result, checkpoints=checkpoints,
-               restart=restart)
+               restart=restart, signals=signals)
     return {"devices": devices(), **process_info()}
 
 
 def run_engine(selection: Any, ctx: Any, progress: str, result: Any, placement: Placement,
-               checkpoints: Any = None, restart: Path | None = None) -> dict[str, Any]:
+               checkpoints: Any = None, restart: Path | None = None,
+               signals: Any = None) -> dict[str, Any]:
     """Run :func:`igm_core.engine.run` (continuing from the checkpoint file
     ``restart`` when given) in this process, or in a fresh child process
     when ``placement.fresh_process``; fill ``result`` (a RunResult) in place
@@ -213,7 +214,7 @@ def run_engine(selection: Any, ctx: Any, progress: str, result: Any, placement: 
         code = "from igm_core.hardware import fresh_process_main; fresh_process_main()"
         child = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE)
         previous = {signum: signal.signal(signum, lambda n, _f: child.send_signal(n))
-                    for signum in (*STOP, *CHECKPOINT)}
+                    for signum in (*STOP, *CHECKPOINT)} if signals is not None else {}
         try:
             child.communicate(request)
         finally:

@@ -8,6 +8,9 @@
 - ``SIGUSR1`` (``--signal=USR1@N``, or ``kill -USR1``): write a checkpoint
   after the current step and go on.
 
+A stopping signal that arrives before the time loop starts (while
+TensorFlow loads or the input is read) stops the run at once: there is
+nothing to save yet, and a batch system kills a job that waits too long.
 Handlers can only be set from the main thread; elsewhere the run goes on
 without them. No TensorFlow here.
 """
@@ -18,6 +21,8 @@ import signal
 import threading
 from types import FrameType
 from typing import Any
+
+from igm_core.errors import RunInterrupted
 
 STOP = (signal.SIGTERM, signal.SIGUSR2)
 CHECKPOINT = (signal.SIGUSR1,)
@@ -30,6 +35,7 @@ class Interrupts:
     def __init__(self) -> None:
         self.received: list[int] = []
         self.previous: dict[int, Any] = {}
+        self.looping = False  # set by the engine when the time loop starts
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
@@ -44,6 +50,9 @@ class Interrupts:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
+        if signum in STOP and not self.looping:
+            raise RunInterrupted(f"interrupted by {name(signum)} before the first time step",
+                                 signum)
 
     @property
     def checkpoint_requested(self) -> bool:

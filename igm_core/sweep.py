@@ -16,16 +16,19 @@ from __future__ import annotations
 import csv
 import json
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
 from igm_core.files import atomic_path
 
-COLUMNS = ("job", "overrides", "status", "wall_time_s", "volume_km3", "area_km2",
+COLUMNS = ("job", "overrides", "status", "attempts", "wall_time_s", "volume_km3", "area_km2",
            "objective", "started_at", "ended_at", "host", "devices", "error", "folder")
 MAX_LEGEND = 20  # jobs beyond which summary.png has no legend (see summary.csv)
 NOT_FINISHED = "did not finish (killed, cancelled or timed out): run_summary.json says 'running'"
 NO_SUMMARY = "no run_summary.json (the job never started, or was killed before writing it)"
+NOT_STARTED = "never started (the sweep stopped before it)"
+MANIFEST = "sweep_jobs.json"  # every job of the sweep, written by igm-core's launchers
 
 # Sweep folder of the multirun in progress in this process (set by
 # :func:`start`, cleared once its summary is written).
@@ -74,9 +77,22 @@ def read_job(folder: Path, root: Path) -> dict[str, Any]:
 
 
 def read_sweep(sweep_dir: str | Path) -> list[dict[str, Any]]:
-    """Records of every job of a sweep folder (see :func:`read_job`)."""
+    """Records of every job of a sweep folder (see :func:`read_job`), and of
+    the jobs of its manifest that never started (status ``not started``)."""
     root = Path(sweep_dir)
-    return [read_job(folder, root) for folder in job_folders(root)]
+    records = [read_job(folder, root) for folder in job_folders(root)]
+    try:
+        manifest = json.loads((root / MANIFEST).read_text())
+    except (OSError, ValueError):
+        manifest = {}
+    seen = {r.get("job_num") for r in records}
+    for num, job in sorted(manifest.items(), key=lambda kv: int(kv[0])):
+        if int(num) not in seen:
+            folder = Path(job["folder"])
+            records.append({"job_num": int(num), "overrides": job["overrides"],
+                            "status": "not started", "error": NOT_STARTED,
+                            "folder": folder.name if folder.parent == root else str(folder)})
+    return sorted(records, key=lambda r: (r.get("job_num") is None, r.get("job_num") or 0))
 
 
 def label(record: dict[str, Any]) -> str:
@@ -129,8 +145,8 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
                 + (" (failed)" if failed else ""))
     ax.set_xlabel("time (yr)")
     ax.set_ylabel("ice volume (km$^3$)")
-    ax.set_title(f"{len(records)} jobs" + (f": {' '.join(sorted(shared))}" if shared else ""),
-                 fontsize="medium")
+    title = f"{len(records)} jobs" + (f": {' '.join(sorted(shared))}" if shared else "")
+    ax.set_title(textwrap.fill(title, width=80), fontsize="medium")
     if 0 < len(ax.lines) <= MAX_LEGEND:
         ax.legend(fontsize="small", loc="best")
     with atomic_path(path) as tmp:
@@ -138,14 +154,21 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
     return path
 
 
-def failure_report(records: list[dict[str, Any]]) -> str:
-    """Lines naming each failed job with its overrides and error, or ''."""
-    failed = [r for r in records if r.get("status") != "completed"]
-    if not failed:
-        return ""
-    lines = [f"{len(failed)} of {len(records)} jobs failed:"]
-    lines += [f"  job {r['folder']} ({label(r)}): {r.get('error') or r.get('status')}"
-              for r in failed]
+def failure_report(records: list[dict[str, Any]], sweep_dir: str | Path = "") -> str:
+    """Lines naming each job that did not complete (failed, interrupted,
+    not started) with its overrides and error, or ''."""
+    groups = (("failed", "failed:"),
+              ("interrupted", f"interrupted (igm_run --resume {sweep_dir} continues them):"),
+              ("not started", f"not started (igm_run --resume {sweep_dir} runs them):"))
+    lines = []
+    for status, head in groups:
+        these = [r for r in records if (r.get("status") or "failed") == status
+                 or (status == "failed" and r.get("status") not in
+                     ("completed", "interrupted", "not started"))]
+        if these:
+            lines.append(f"{len(these)} of {len(records)} jobs {head}")
+            lines += [f"  job {r['folder']} ({label(r)}): {r.get('error') or r.get('status')}"
+                      for r in these]
     return "\n".join(lines)
 
 
@@ -169,7 +192,7 @@ def report(sweep_dir: str | Path, records: list[dict[str, Any]]) -> str:
     done = sum(r.get("status") == "completed" for r in records)
     head = (f"sweep summary: {done} of {len(records)} jobs completed; "
             f"{Path(sweep_dir) / 'summary.csv'}, summary.png")
-    failures = failure_report(records)
+    failures = failure_report(records, sweep_dir)
     return f"{head}\n{failures}" if failures else head
 
 

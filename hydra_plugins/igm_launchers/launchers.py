@@ -65,9 +65,9 @@ from omegaconf import OmegaConf, open_dict
 from igm_core import runfolder
 from igm_core.errors import ConfigError, DataError, PluginError, RunInterrupted
 from igm_core.files import write_json
+from igm_core.sweep import MANIFEST
 
 log = logging.getLogger("igm")
-MANIFEST = "sweep_jobs.json"
 USER_ERRORS = (ConfigError, DataError, PluginError)
 """Failures that a retry would repeat: not retried."""
 
