@@ -173,11 +173,12 @@ def run_job(cfg: DictConfig) -> float:
                                "overrides": list(hc.overrides.task), "status": "running",
                                "started_at": time.time(), **hardware.process_info()}
     lock = runfolder.RunLock(output_dir)
-    lock.acquire()  # another run's folder: refused before anything is written
-    owned = not (output_dir / runfolder.SUMMARY).exists()
+    owned = False  # write run_summary.json only in a folder this run may write in
     core: CoreParams | None = None
     stop: BaseException | None = None
     try:
+        lock.acquire()  # another run's folder: refused before anything is written
+        owned = not (output_dir / runfolder.SUMMARY).exists()
         core = OmegaConf.to_object(cfg.core)
         _setup_logging(core, output_dir)
         selection = selection_from(cfg, discover())
@@ -248,7 +249,8 @@ def _stopped(exc: BaseException, output_dir: Path) -> None:
             f"continue it with: igm_run --resume {output_dir}")
     log.warning("%s", line)
     _interruptions.append(line)
-    interrupts.forward(signum)
+    if isinstance(exc, RunInterrupted):
+        interrupts.forward(signum)
     raise SystemExit(128 + signum)
 
 

@@ -112,17 +112,31 @@ def _decode(node: Mapping[str, Any], arrays: Mapping[str, np.ndarray]) -> Any:
 # -- plugin memories ---------------------------------------------------------
 
 
+def _savable(memory: Any) -> bool:
+    return (memory is None or isinstance(memory, dict)
+            or (hasattr(memory, "state_dict") and hasattr(memory, "load_state_dict"))
+            or (dataclasses.is_dataclass(memory) and not isinstance(memory, type)))
+
+
+def check_memory(label: str, memory: Any) -> None:
+    """PluginError, when a plugin starts, for a memory that no checkpoint
+    could hold."""
+    if not _savable(memory):
+        raise PluginError(f"{label} returned a {type(memory).__name__} from its initialize "
+                          "hook: a plugin's memory needs state_dict() and load_state_dict(), or "
+                          "to be a dataclass or a dict, so that checkpoints can hold it")
+
+
 def memory_state(label: str, memory: Any) -> Any:
     """What is saved of a plugin's memory: ``memory.state_dict()``, the
-    fields of a dataclass, or None when the plugin keeps nothing."""
-    if memory is None:
-        return None
+    fields of a dataclass, a dict's items, or None when the plugin keeps
+    nothing."""
+    check_memory(label, memory)
+    if memory is None or isinstance(memory, dict):
+        return memory
     if hasattr(memory, "state_dict"):
         return memory.state_dict()
-    if dataclasses.is_dataclass(memory) and not isinstance(memory, type):
-        return {f.name: getattr(memory, f.name) for f in dataclasses.fields(memory)}
-    raise PluginError(f"{label} keeps a {type(memory).__name__} between steps without "
-                      "state_dict() and load_state_dict(): its memory cannot be checkpointed")
+    return {f.name: getattr(memory, f.name) for f in dataclasses.fields(memory)}
 
 
 def restore_memory(label: str, memory: Any, saved: Any) -> None:
@@ -132,18 +146,20 @@ def restore_memory(label: str, memory: Any, saved: Any) -> None:
     if memory is None or saved is None:
         what = "keeps nothing now" if memory is None else "kept nothing then"
         raise ConfigError(f"the checkpoint does not fit {label}: it {what} between steps")
+    check_memory(label, memory)
     if hasattr(memory, "load_state_dict"):
         memory.load_state_dict(saved)
         return
-    if dataclasses.is_dataclass(memory) and not isinstance(memory, type):
-        names = {f.name for f in dataclasses.fields(memory)}
-        if set(saved) != names:
-            raise ConfigError(f"the checkpoint does not fit {label}: it saved "
-                              f"{sorted(saved)}, the plugin keeps {sorted(names)}")
-        for name, value in saved.items():
-            setattr(memory, name, value)
+    if isinstance(memory, dict):  # the plugin holds this very object: refill it
+        memory.clear()
+        memory.update(saved)
         return
-    memory_state(label, memory)  # raises the one-line error
+    names = {f.name for f in dataclasses.fields(memory)}
+    if set(saved) != names:
+        raise ConfigError(f"the checkpoint does not fit {label}: it saved {sorted(saved)}, the "
+                          f"plugin keeps {sorted(names)}")
+    for name, value in saved.items():
+        setattr(memory, name, value)
 
 
 # -- the checkpoint -----------------------------------------------------------

@@ -129,7 +129,9 @@ class _Run:
         for p in self.plugins.stages[stage]:
             returned = _guarded(p, hook, self.state, self.plugins.call, run=self.ctx)
             if stage != "inputs":
-                self.memories[p.key] = returned[0] if returned else None
+                memory = returned[0] if returned else None
+                ckpt.check_memory(p.entry.label, memory)
+                self.memories[p.key] = memory
 
     def update(self, stage: str, hook: str, **kwargs: Any) -> None:
         for p in self.plugins.stages[stage]:

@@ -36,8 +36,9 @@ other plugin. The kernel writes it into checkpoints and restores it when a
 run continues from one: the memory object provides ``state_dict()`` (a dict
 of numbers, strings, lists, dicts, NumPy arrays or TensorFlow tensors and
 NumPy random generators) and ``load_state_dict(d)``; a dataclass without
-them is saved and restored field by field. A plugin that keeps nothing
-returns None.
+them is saved and restored field by field, a dict item by item. A plugin
+that keeps nothing returns None; any other memory is refused when the run
+starts.
 """
 
 from __future__ import annotations

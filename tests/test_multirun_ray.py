@@ -1,16 +1,157 @@
-"""A sweep on a local Ray cluster through the shipped ``ray_cluster`` preset
-(Hydra's Ray launcher, the 'ray' extra)."""
+"""Sweeps through Hydra's Ray launcher with the shipped ``ray_cluster`` preset
+(the 'ray' extra): on a Ray instance the launcher starts, on a Ray head node
+started beforehand (joined with ``ray.init.address=auto`` and through the Ray
+Client, ``ray://HOST:PORT``), and a Ray task whose worker dies, which fails
+only its own job.
+
+The head node is started once for the module, from a folder other than the
+launch folder (as a cluster is), with a tiny third-party plugin on its
+workers' PYTHONPATH (``kill``: its update hook kills its process with
+SIGKILL), and stopped by signalling the ``ray start --block`` process that
+owns it (``ray stop`` would stop every Ray process on the machine).
+"""
 
 from __future__ import annotations
 
 import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
-from conftest import run_igm
+from conftest import igm_run_exe, run_igm, write_fake_dist
 from test_multirun import TINY, jobs, overlap, summary_rows, sweep_dir
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher",
                     reason="the Ray launcher is the 'ray' extra: pip install 'igm-core[ray]'")
+
+KILL = """
+import os
+import signal
+from dataclasses import dataclass
+
+from igm_core import hookimpl
+
+
+@dataclass
+class Params:
+    pass
+
+
+@hookimpl
+def igm_process_update(state):
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+"""A process plugin that kills the process running it at its first update."""
+
+START_TIMEOUT_S = 120
+"""The longest a head node may take to start (s)."""
+
+
+@dataclass
+class Head:
+    """A Ray head node running on this machine for the module's tests."""
+
+    client_port: int
+    """Port of its Ray Client server (``ray://127.0.0.1:PORT``)."""
+    session: Path
+    """Its session folder (``logs/`` holds one log per worker process)."""
+    site: Path
+    """Folder on its workers' PYTHONPATH holding the ``kill`` plugin."""
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _ray_env() -> dict[str, str]:
+    """This environment without a Ray address (``auto`` must find the head
+    node as on a cluster node) and without Ray's usage reports."""
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    return {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
+    """A Ray head node (2 CPUs, no dashboard) started from its own folder."""
+    site = write_fake_dist(tmp_path_factory.mktemp("site"), "igm-kill", "1.0",
+                           {"igm.processes": {"kill": "igm_kill.plugin"}},
+                           {"igm_kill.plugin": KILL})
+    folder = tmp_path_factory.mktemp("ray-head")
+    log = folder / "ray_start.log"
+    client_port = _free_port()
+    env = {**_ray_env(), "PYTHONPATH": str(site), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    with open(log, "w") as out:
+        proc = subprocess.Popen(
+            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
+             f"--port={_free_port()}", f"--ray-client-server-port={client_port}",
+             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+            cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "Ray runtime started" not in log.read_text():
+            assert proc.poll() is None and time.monotonic() < deadline, \
+                f"the Ray head node did not start:\n{log.read_text()[-3000:]}"
+            time.sleep(0.5)
+        temp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+        yield Head(client_port, (temp / "session_latest").resolve(), site)
+    finally:
+        proc.send_signal(signal.SIGTERM)  # ray start stops the processes it started
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def run_igm_pid(args: list[str], cwd: Path, env: dict[str, str] | None = None,
+                timeout: float = 300) -> tuple[subprocess.CompletedProcess[str], int]:
+    """Run ``igm_run ARGS`` in ``cwd`` with ``env`` (the whole environment);
+    the completed process and the igm_run process id."""
+    with subprocess.Popen([igm_run_exe(), *args], cwd=cwd, env=env or _ray_env(), text=True,
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err), proc.pid
+
+
+def worker_pids(session: Path) -> set[int]:
+    """Process ids of the worker processes a Ray session started (from
+    its logs, ``python-core-worker-ID_PID.log``)."""
+    found = (re.fullmatch(r"python-core-worker-\w+_(\d+)\.log", p.name)
+             for p in (session / "logs").iterdir())
+    return {int(m[1]) for m in found if m}
+
+
+def assert_sweep_on_head(cwd: Path, proc: subprocess.CompletedProcess[str], pid: int,
+                         head: Head) -> None:
+    """Both jobs of ``processes.time.end=3,4`` completed, in worker processes
+    of the head node, and summary.csv lists them."""
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    sweep = sweep_dir(cwd)
+    runs = jobs(sweep)
+    assert {k: (r["status"], r["t_end"]) for k, r in runs.items()} == {
+        0: ("completed", 3.0), 1: ("completed", 4.0)}
+    pids = {r["pid"] for r in runs.values()}
+    assert pid not in pids
+    assert pids <= worker_pids(head.session), (pids, head.session)
+    assert {r["threads"] for r in runs.values()} == {1}  # ray.remote.num_cpus
+    rows = summary_rows(sweep)
+    assert {k: (r["status"], r["overrides"]) for k, r in rows.items()} == {
+        "0": ("completed", "+experiment=params processes.time.end=3"),
+        "1": ("completed", "+experiment=params processes.time.end=4")}
 
 
 def test_ray_local_cluster_runs_the_sweep_in_parallel(experiment_dir):
@@ -18,7 +159,7 @@ def test_ray_local_cluster_runs_the_sweep_in_parallel(experiment_dir):
     proc = run_igm(["+experiment=params", "processes.time.end=3,4",
                     "hydra/launcher=ray_cluster", "+hydra.launcher.ray.init.num_cpus=2",
                     "+hydra.launcher.ray.init.include_dashboard=false", "--multirun"], cwd,
-                   timeout=300)
+                   env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = sweep_dir(cwd)
     runs = jobs(sweep)
@@ -28,3 +169,45 @@ def test_ray_local_cluster_runs_the_sweep_in_parallel(experiment_dir):
     assert any(overlap(a, b) and a["pid"] != b["pid"]
                for a, b in itertools.combinations(runs.values(), 2))
     assert set(summary_rows(sweep)) == {"0", "1"}
+
+
+def test_ray_joins_a_running_head_node_with_address_auto(experiment_dir, head):
+    cwd = experiment_dir("params", TINY)
+    proc, pid = run_igm_pid(["+experiment=params", "processes.time.end=3,4",
+                             "hydra/launcher=ray_cluster", "hydra.launcher.ray.init.address=auto",
+                             "--multirun"], cwd)
+    assert_sweep_on_head(cwd, proc, pid, head)
+    assert "Connecting to existing Ray cluster" in proc.stderr
+
+
+def test_ray_client_runs_the_sweep_on_a_running_head_node(experiment_dir, head):
+    cwd = experiment_dir("params", TINY)
+    # settings of a new Ray instance (e.g. from a user's preset) are dropped
+    proc, pid = run_igm_pid(["+experiment=params", "processes.time.end=3,4",
+                             "hydra/launcher=ray_cluster",
+                             f"hydra.launcher.ray.init.address=ray://127.0.0.1:{head.client_port}",
+                             "+hydra.launcher.ray.init.num_cpus=2",
+                             "+hydra.launcher.ray.init.object_store_memory=100000000",
+                             "--multirun"], cwd)
+    assert_sweep_on_head(cwd, proc, pid, head)
+    assert "ignoring num_cpus, object_store_memory" in proc.stderr
+
+
+def test_a_killed_ray_worker_fails_only_its_job(experiment_dir, head):
+    for name, text in (("end3", TINY), ("end4", TINY.replace("end: 3", "end: 4")),
+                       ("kill", TINY.replace("[time]", "[time, kill]"))):
+        cwd = experiment_dir(name, text)
+    proc, _ = run_igm_pid(["+experiment=end3,kill,end4", "hydra/launcher=ray_cluster",
+                           "hydra.launcher.ray.init.address=auto", "--multirun"], cwd,
+                          env={**_ray_env(), "PYTHONPATH": str(head.site)})
+    assert proc.returncode == 1
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("igm_run: error:")]
+    assert len(errors) == 1 and "job 1 (+experiment=kill)" in errors[0], proc.stderr[-3000:]
+    sweep = sweep_dir(cwd)
+    runs = jobs(sweep)
+    assert {k: (r["status"], r.get("t_end")) for k, r in runs.items()} == {
+        0: ("completed", 3.0), 1: ("failed", None), 2: ("completed", 4.0)}
+    assert "Ray task failed" in runs[1]["error"]
+    rows = summary_rows(sweep)
+    assert [rows[k]["status"] for k in "012"] == ["completed", "failed", "completed"]
+    assert rows["1"]["error"].startswith("Ray task failed: WorkerCrashedError"), rows["1"]

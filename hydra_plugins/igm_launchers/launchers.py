@@ -481,24 +481,63 @@ def __getattr__(name: str) -> Any:
 
 # -- Ray ---------------------------------------------------------------------------
 
-REFUSED_ON_A_CLUSTER = ("object_store_memory", "num_cpus", "num_gpus", "resources",
-                        "_memory", "_system_config")
-"""ray.init settings that only a new Ray instance takes."""
+REFUSED_ON_A_CLUSTER = ("object_store_memory", "num_cpus", "num_gpus", "resources", "labels",
+                        "_memory", "_system_config", "_enable_object_reconstruction",
+                        "_node_name")
+"""ray.init settings that only a new Ray instance takes: Ray refuses them when
+joining a running cluster, directly (``auto``, ``HOST:PORT``) or through the
+Ray Client (``ray://HOST:PORT``, whose server joins the cluster with them)."""
 
 
 def ray_init_settings(init: dict[str, Any]) -> dict[str, Any]:
-    """``ray.init`` keyword arguments: a new local instance gets a small
-    object store (as Hydra's launcher gives it); joining a running cluster
-    (``address`` set) drops what Ray refuses there, with a warning."""
-    init = {k: v for k, v in init.items() if v is not None or k == "address"}
-    if not init.get("address"):
-        init.setdefault("object_store_memory", 78643200)
-        return init
+    """``ray.init`` keyword arguments. ``address`` null (or ``local``) starts a
+    new Ray instance on this machine for the sweep, with a small object store
+    (75 MiB, as Hydra's launcher gives it), even where a cluster runs here
+    (Ray would join it); any other address (``auto``, ``HOST:PORT``,
+    ``ray://HOST:PORT``) joins a running cluster, without the settings Ray
+    refuses there (dropped with a warning)."""
+    init = {k: v for k, v in init.items() if v is not None}
+    if init.get("address", "local") == "local":
+        return {"object_store_memory": 78643200, **init, "address": "local"}
     dropped = sorted(k for k in init if k in REFUSED_ON_A_CLUSTER)
     if dropped:
         log.warning("ray: joining the running cluster at %s: ignoring %s (settings of a new Ray "
                     "instance only)", init["address"], ", ".join(dropped))
     return {k: v for k, v in init.items() if k not in REFUSED_ON_A_CLUSTER}
+
+
+def ray_remote_settings(remote: dict[str, Any] | None) -> dict[str, Any]:
+    """``ray.remote`` options of a job's task: Ray does not run a task again
+    when its worker dies (``max_retries`` 0, unless set): ``core.retries``
+    decides, and each attempt is recorded in the job's ``run_summary.json``."""
+    return {"max_retries": 0, **{k: v for k, v in (remote or {}).items() if v is not None}}
+
+
+def _run_on_ray(launch_dir: str, *job: Any) -> JobReturn:
+    """One job in a Ray worker: :func:`_run_in_process` with the arguments
+    ``job``, run from ``launch_dir`` (the folder ``igm_run`` was started in),
+    since a worker of a running cluster starts in the folder the cluster was
+    started from and the experiment files, inputs and ``multirun/`` are found
+    relative to the launch folder."""
+    if not os.path.isdir(launch_dir):
+        raise FileNotFoundError(f"the launch folder {launch_dir} is not on Ray node "
+                                f"{os.uname().nodename} (it must be on a file system the "
+                                f"nodes share)")
+    here = os.getcwd()
+    os.chdir(launch_dir)
+    try:
+        return _run_in_process(*job)
+    finally:
+        os.chdir(here)
+
+
+def ray_failure(exc: BaseException) -> str:
+    """One line for a Ray task that ended without a JobReturn: the exception
+    raised in the task (Ray's ``cause``), or what Ray says happened to it
+    (its worker died, its node was lost)."""
+    cause = getattr(exc, "cause", None)
+    error = cause if isinstance(cause, BaseException) else exc
+    return "Ray task failed: " + " ".join(f"{type(error).__name__}: {error}".split())[:300]
 
 
 @functools.cache
@@ -515,11 +554,12 @@ def _ray_class() -> type:
             init = ray_init_settings(OmegaConf.to_container(self.ray_cfg.init, resolve=True))
             if not ray.is_initialized():
                 ray.init(**init)
-            remote = OmegaConf.to_container(self.ray_cfg.remote, resolve=True) or {}
-            task = ray.remote(**remote)(_run_in_process) if remote else ray.remote(
-                _run_in_process)
+            remote = ray_remote_settings(OmegaConf.to_container(self.ray_cfg.remote,
+                                                                resolve=True))
+            task = ray.remote(**remote)(_run_on_ray)
+            launch_dir = str(self.config.hydra.runtime.cwd)
             state = Singleton.get_state()
-            refs = [task.remote(self.hydra_context, self.config, self.task_function,
+            refs = [task.remote(launch_dir, self.hydra_context, self.config, self.task_function,
                                 job.overrides, job.num, state, f"job_id_for_{job.num}")
                     for job in jobs]
             out = []
@@ -527,8 +567,7 @@ def _ray_class() -> type:
                 try:
                     out.append(ray.get(ref))
                 except Exception as exc:  # the task or its worker failed
-                    out.append(failed_return(job, "Ray task failed: " + " ".join(
-                        str(exc).split())[:300]))
+                    out.append(failed_return(job, ray_failure(exc)))
             return out
 
     RayLauncher.__module__, RayLauncher.__qualname__ = __name__, "RayLauncher"

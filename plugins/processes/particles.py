@@ -168,18 +168,26 @@ def seed(params: Params, state, tracker: Tracker) -> None:
 
 
 @cache
-def _mover(lattice: Lattice, thk_min: float) -> Any:
-    """The compiled particle step on a grid (built once per grid)."""
+def _mover(lattice: Lattice, thk_min: float, nz: int) -> Any:
+    """The compiled particle step on a grid of ``nz`` levels (built once per
+    grid)."""
     import tensorflow as tf
 
     half = 0.5 * lattice.dx
     x_max = lattice.x0 + (lattice.nx - 1) * lattice.dx + half
     y_max = lattice.y0 + (lattice.ny - 1) * lattice.dx + half
 
-    @tf.function(reduce_retracing=True)
+    # one trace for any number of particles: a graph traced for a fixed count
+    # may be optimised differently (sums regrouped), and a run continued from
+    # a checkpoint must compute exactly what the run in one piece did
+    grid2 = tf.TensorSpec([lattice.ny, lattice.nx], tf.float32)
+    grid3 = tf.TensorSpec([nz, lattice.ny, lattice.nx], tf.float32)
+    each = {k: tf.TensorSpec([None], tf.int64 if k == "id" else tf.float64) for k in VARIABLES}
+
+    @tf.function(input_signature=[grid3, grid3, grid3, tf.TensorSpec([nz], tf.float64), grid2,
+                                  grid2, grid2, each, tf.TensorSpec([], tf.float64)])
     def move(U, V, W, zeta, thk, topg, dhdt, particles, dt):
         x, y, rh, englt = particles["x"], particles["y"], particles["rh"], particles["englt"]
-        nz = U.shape[0]
         bx, by = gradient(topg, lattice.dx)
         hx, hy = gradient(thk, lattice.dx)
         stack = tf.concat([U, V, W, tf.stack([thk, bx, by, hx, hy, dhdt])], axis=0)
@@ -210,7 +218,7 @@ def advect(params: Params, state, dt: float, dhdt: Any) -> None:
     p = state.particles
     if int(p["x"].shape[0]) == 0:
         return
-    move = _mover(Lattice.of(state), float(params.thk_min))
+    move = _mover(Lattice.of(state), float(params.thk_min), int(state.U.shape[0]))
     state.particles = move(state.U, state.V, state.W, tf.cast(state.zeta, tf.float64), state.thk,
                            state.topg, dhdt, p, tf.constant(dt, tf.float64))
 
