@@ -178,21 +178,21 @@ def run_job(cfg: DictConfig) -> float:
     stop: BaseException | None = None
     try:
         lock.acquire()  # another run's folder: refused before anything is written
-        owned = not (output_dir / runfolder.SUMMARY).exists()
+        previous = runfolder.previous_run(output_dir)
+        owned = not previous.summary
+        summary["attempts"] = previous.attempts + 1
         core = OmegaConf.to_object(cfg.core)
         _setup_logging(core, output_dir)
         selection = selection_from(cfg, discover())
         ctx = _context(hc, core)
-        step = runfolder.plan(output_dir, OmegaConf.to_container(cfg, resolve=True,
-                                                                 enum_to_str=True),
+        step = runfolder.plan(output_dir, previous,
+                              OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
                               core.restart, ctx.launch_dir)
         if step.action == "done":
-            previous = runfolder.previous_run(output_dir).summary
             log.warning("run folder %s already holds this run, completed: nothing to do "
                         "(another hydra.run.dir runs it again)", output_dir)
-            return previous.get("objective", math.nan)
+            return previous.summary.get("objective", math.nan)
         owned = True
-        summary["attempts"] = step.attempt
         resolved = OmegaConf.to_yaml(cfg, resolve=True)
         (output_dir / runfolder.CONFIG).write_text(resolved)
         write_json(output_dir / runfolder.SUMMARY, summary)  # a killed job stays "running"
@@ -234,19 +234,20 @@ def run_job(cfg: DictConfig) -> float:
         if core is not None and core.print_comp and result.timings:
             log.info("time spent per plugin:\n%s", format_timings(result.timings))
     if stop is not None:
-        _stopped(stop, output_dir)
+        _stopped(stop, Path(str(hc.sweep.dir)) if multirun else output_dir)
     log.info("run %s in %.1f s: %d steps, ice volume %.4f km3, area %.3f km2",
              result.status, result.wall_time_s, result.steps, result.volume_km3, result.area_km2)
     return summary["objective"]
 
 
-def _stopped(exc: BaseException, output_dir: Path) -> None:
+def _stopped(exc: BaseException, resume_dir: Path) -> None:
     """End the process after a run stopped by a signal: one line (kept for
-    main()), then the handler that was there before (submitit requeues the
+    main()) saying how to continue (``igm_run --resume`` of the run or sweep
+    folder), then the handler that was there before (submitit requeues the
     job on SIGUSR2), then exit with 128 + the signal."""
     signum = exc.signum if isinstance(exc, RunInterrupted) else signal.SIGINT
     line = (f"{exc if isinstance(exc, RunInterrupted) else 'interrupted by Ctrl-C (SIGINT)'}; "
-            f"continue it with: igm_run --resume {output_dir}")
+            f"continue it with: igm_run --resume {resume_dir}")
     log.warning("%s", line)
     _interruptions.append(line)
     if isinstance(exc, RunInterrupted):

@@ -143,21 +143,18 @@ class Plan:
 
     action: str
     checkpoint: Path | None = None
-    attempt: int = 1
     reason: str = ""
 
 
-def plan(folder: Path, config: Mapping[str, Any], restart: str, launch_dir: Path) -> Plan:
+def plan(folder: Path, prev: Previous, config: Mapping[str, Any], restart: str,
+         launch_dir: Path) -> Plan:
     """Decide what a run with ``config`` (the resolved configuration as a
-    nested dict) and ``core.restart`` = ``restart`` does in ``folder``;
-    ConfigError when the folder holds another run."""
-    prev = previous_run(folder)
-    attempt = prev.attempts + 1
+    nested dict) and ``core.restart`` = ``restart`` does in ``folder``,
+    which held ``prev``; ConfigError when the folder holds another run."""
     if restart:
-        return Plan("continue", checkpoint.resolve(restart, launch_dir), attempt,
-                    f"core.restart={restart}")
+        return Plan("continue", checkpoint.resolve(restart, launch_dir), f"core.restart={restart}")
     if not prev.summary and not prev.config:
-        return Plan("fresh", attempt=attempt)
+        return Plan("fresh")
     diff = first_difference(prev.config, config)
     if diff:
         raise ConfigError(
@@ -165,9 +162,9 @@ def plan(folder: Path, config: Mapping[str, Any], restart: str, launch_dir: Path
             f"hydra.run.dir, or continue that run with another configuration with "
             f"core.restart={folder}")
     if prev.status == "completed":
-        return Plan("done", attempt=prev.attempts, reason="already completed")
+        return Plan("done", reason="already completed")
     if prev.checkpoint is not None:
-        return Plan("continue", prev.checkpoint, attempt,
+        return Plan("continue", prev.checkpoint,
                     f"the {prev.status or 'unfinished'} run in this folder")
-    return Plan("fresh", attempt=attempt, reason=f"the {prev.status or 'unfinished'} run in "
-                "this folder left no checkpoint")
+    return Plan("fresh", reason=f"the {prev.status or 'unfinished'} run in this folder left no "
+                "checkpoint")

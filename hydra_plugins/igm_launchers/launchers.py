@@ -63,7 +63,7 @@ from hydra_plugins.hydra_submitit_launcher.submitit_launcher import (
 from omegaconf import OmegaConf, open_dict
 
 from igm_core import runfolder
-from igm_core.errors import ConfigError, DataError, PluginError, RunInterrupted
+from igm_core.errors import ConfigError, DataError, IgmError, PluginError, RunInterrupted
 from igm_core.files import write_json
 from igm_core.sweep import MANIFEST
 
@@ -72,7 +72,7 @@ USER_ERRORS = (ConfigError, DataError, PluginError)
 """Failures that a retry would repeat: not retried."""
 
 
-class JobFailed(Exception):
+class JobFailed(IgmError):
     """A job ended without a result of its own (its worker or process died,
     SLURM or Ray gave up on it); the message says why."""
 
