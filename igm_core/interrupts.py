@@ -8,9 +8,11 @@
 - ``SIGUSR1`` (``--signal=USR1@N``, or ``kill -USR1``): write a checkpoint
   after the current step and go on.
 
-A stopping signal that arrives before the time loop starts (while
-TensorFlow loads or the input is read) stops the run at once: there is
-nothing to save yet, and a batch system kills a job that waits too long.
+A SIGTERM that arrives before the time loop starts (while TensorFlow loads
+or the input is read) stops the run at once: there is nothing to save yet,
+and the batch system kills a job that waits (SLURM's KillWait). SIGUSR2
+comes ``signal_delay_s`` before a time limit: the run still makes its first
+step and checkpoints it, so that every attempt of a requeued job advances.
 Handlers can only be set from the main thread; elsewhere the run goes on
 without them. No TensorFlow here.
 """
@@ -50,7 +52,7 @@ class Interrupts:
 
     def _record(self, signum: int, frame: FrameType | None) -> None:
         self.received.append(signum)
-        if signum in STOP and not self.looping:
+        if signum == signal.SIGTERM and not self.looping:
             raise RunInterrupted(f"interrupted by {name(signum)} before the first time step",
                                  signum)
 

@@ -91,6 +91,56 @@ def write_fake_dist(site: Path, dist: str, version: str, entry_points: dict[str,
     return site
 
 
+# The default Hintereisferner experiment (every plugin, the emulator retrained
+# at every step) on a 200 m grid, 1900-1930, saves every 2 years, one
+# TensorFlow thread, checkpoints every 5 years kept: for runs stopped and
+# continued, compared with the run in one piece
+HEF = ["+experiment=hintereisferner", "inputs.local.coarsening.ratio=4",
+       "processes.time.end=1930", "processes.time.save=2",
+       "processes.iceflow.emulator.retrain_freq=1", "processes.particles.frequency_seeding=5",
+       "core.progress=off", "core.print_params=false", "core.print_comp=false",
+       "core.hardware.threads=1", "core.checkpoint.every_years=5", "core.checkpoint.keep=10"]
+
+
+@pytest.fixture(scope="session")
+def hef_reference(tmp_path_factory) -> Path:
+    """The folder of the :data:`HEF` run in one piece."""
+    folder = tmp_path_factory.mktemp("reference") / "run"
+    proc = run_igm([*HEF, f"hydra.run.dir={folder}"], folder.parent)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return folder
+
+
+def assert_same_netcdf(a: Path, b: Path) -> None:
+    """Two netCDF files hold the same variables with the same values, bit
+    for bit."""
+    import netCDF4
+
+    with netCDF4.Dataset(a) as da, netCDF4.Dataset(b) as db:
+        assert sorted(da.variables) == sorted(db.variables)
+        for name, var in da.variables.items():
+            x, y = np.asarray(var[...]), np.asarray(db[name][...])
+            assert x.shape == y.shape, (name, x.shape, y.shape)
+            assert np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), (
+                f"{a.name}:{name} max abs difference "
+                f"{np.nanmax(np.abs(x.astype(float) - y.astype(float)))}")
+
+
+def assert_same_outputs(a: Path, b: Path, saves: int = 16) -> None:
+    """Run folders ``a`` and ``b`` hold the same output.nc, output_ts.nc and
+    particle files (``saves`` of them), bit for bit, and the same maps."""
+    assert_same_netcdf(a / "output.nc", b / "output.nc")
+    assert_same_netcdf(a / "output_ts.nc", b / "output_ts.nc")
+    names = sorted(p.name for p in (a / "particles").glob("*.nc"))
+    assert names == sorted(p.name for p in (b / "particles").glob("*.nc"))
+    assert len(names) == saves
+    for name in names:
+        assert_same_netcdf(a / "particles" / name, b / "particles" / name)
+    frames = sorted(p.name for p in (b / "plot2d").glob("*.png"))
+    assert frames == sorted(p.name for p in (a / "plot2d").glob("*.png"))
+    assert len(frames) == saves
+
+
 @pytest.fixture
 def tiny_input(tmp_path: Path) -> Path:
     """Path of a small netCDF input in ``tmp_path``."""

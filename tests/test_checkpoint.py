@@ -13,10 +13,9 @@ import subprocess
 import time
 from pathlib import Path
 
-import netCDF4
 import numpy as np
 import pytest
-from conftest import igm_run_exe, run_igm
+from conftest import HEF, assert_same_outputs, igm_run_exe, run_igm
 from test_cli import one_line_error
 from test_multirun import TINY
 
@@ -25,22 +24,11 @@ from igm_core.errors import ConfigError, PluginError
 from igm_core.state import State
 from igm_core.testing import check_checkpoint_round_trip, make_state
 
-# The default Hintereisferner experiment (every plugin, the emulator retrained
-# at every step) on a 200 m grid, 30 years, one TensorFlow thread
-HEF = ["+experiment=hintereisferner", "inputs.local.coarsening.ratio=4",
-       "processes.time.end=1930", "processes.time.save=2",
-       "processes.iceflow.emulator.retrain_freq=1", "processes.particles.frequency_seeding=5",
-       "core.progress=off", "core.print_params=false", "core.print_comp=false",
-       "core.hardware.threads=1", "core.checkpoint.every_years=5", "core.checkpoint.keep=10"]
 
-
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory) -> Path:
-    """The run in one piece (checkpoints every 5 years kept)."""
-    folder = tmp_path_factory.mktemp("reference") / "run"
-    proc = run_igm([*HEF, f"hydra.run.dir={folder}"], folder.parent)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    return folder
+@pytest.fixture
+def reference(hef_reference) -> Path:
+    """The run in one piece."""
+    return hef_reference
 
 
 def checkpoint_at(folder: Path, t: float) -> Path:
@@ -49,30 +37,6 @@ def checkpoint_at(folder: Path, t: float) -> Path:
              if checkpoint.load(p).clock["t"] == t]
     assert len(found) == 1, sorted(p.name for p in (folder / "checkpoints").iterdir())
     return found[0]
-
-
-def assert_same_netcdf(a: Path, b: Path) -> None:
-    with netCDF4.Dataset(a) as da, netCDF4.Dataset(b) as db:
-        assert sorted(da.variables) == sorted(db.variables)
-        for name, var in da.variables.items():
-            x, y = var[...], db[name][...]
-            assert x.shape == y.shape, (name, x.shape, y.shape)
-            assert np.array_equal(np.asarray(x), np.asarray(y), equal_nan=True), (
-                f"{a.name}:{name} max abs difference "
-                f"{np.nanmax(np.abs(np.asarray(x, float) - np.asarray(y, float)))}")
-
-
-def assert_same_outputs(a: Path, b: Path) -> None:
-    """Every save of output.nc, output_ts.nc and the particle files, bit for bit."""
-    assert_same_netcdf(a / "output.nc", b / "output.nc")
-    assert_same_netcdf(a / "output_ts.nc", b / "output_ts.nc")
-    names = sorted(p.name for p in (a / "particles").glob("*.nc"))
-    assert names == sorted(p.name for p in (b / "particles").glob("*.nc"))
-    assert len(names) == 16  # 1900 to 1930 every 2 years
-    for name in names:
-        assert_same_netcdf(a / "particles" / name, b / "particles" / name)
-    frames = sorted(p.name for p in (b / "plot2d").glob("*.png"))
-    assert frames == sorted(p.name for p in (a / "plot2d").glob("*.png")) and len(frames) == 16
 
 
 def summary(folder: Path) -> dict:

@@ -5,6 +5,7 @@ overridable keys."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from importlib.metadata import PackageNotFoundError, distribution
@@ -75,3 +76,29 @@ def test_runs_with_own_defaults_and_overrides(plugin_env, experiment_dir, heat_f
     assert summary["objective"] == pytest.approx(expected, rel=5e-3)
     assert any(p["name"] == "geothermal_melt" and p["distribution"] == "igm-example"
                for p in summary["plugins"])
+
+
+def test_passes_the_kits_contract_and_checkpoints(plugin_env, tmp_path):
+    """The package's module through igm_core.testing's contract (hooks,
+    declared fields, checkpoint round trip of its memory), in a fresh
+    interpreter that sees the installed package."""
+    test = tmp_path / "test_contract.py"
+    test.write_text(
+        "import numpy as np\n"
+        "from igm_example import geothermal_melt\n"
+        "from igm_core.testing import ProcessContract, PluginRun, make_state\n\n"
+        "class TestGeothermalMelt(ProcessContract):\n"
+        "    plugin = geothermal_melt\n\n"
+        "def test_memory_adds_up_the_melt(tmp_path):\n"
+        "    run = PluginRun(geothermal_melt, 'processes', make_state(thk=100.0, topg=0.0),\n"
+        "                    output_dir=tmp_path).start()\n"
+        "    for _ in range(4):\n"
+        "        run.step(0.5)\n"
+        "    rate = geothermal_melt.melt_rate(geothermal_melt.Params())\n"
+        "    assert np.isclose(run.memory.volume_m3, rate * 2.0 * 20 * 16 * 100.0**2,\n"
+        "                      rtol=1e-3)\n")
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           str(test)], cwd=tmp_path, capture_output=True, text=True,
+                          env={**os.environ, **plugin_env})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert "5 passed" in proc.stdout

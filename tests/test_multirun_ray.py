@@ -13,9 +13,11 @@ owns it (``ray stop`` would stop every Ray process on the machine).
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -28,6 +30,8 @@ from pathlib import Path
 import pytest
 from conftest import igm_run_exe, run_igm, write_fake_dist
 from test_multirun import TINY, jobs, overlap, summary_rows, sweep_dir
+
+from hydra_plugins.igm_launchers.launchers import ray_init_settings, ray_remote_settings
 
 pytest.importorskip("hydra_plugins.hydra_ray_launcher",
                     reason="the Ray launcher is the 'ray' extra: pip install 'igm-core[ray]'")
@@ -47,9 +51,15 @@ class Params:
 
 @hookimpl
 def igm_process_update(state):
+    with open("kills.txt", "a") as fh:  # in the folder the job runs from
+        fh.write(f"{os.getpid()}\\n")
     os.kill(os.getpid(), signal.SIGKILL)
 """
-"""A process plugin that kills the process running it at its first update."""
+"""A process plugin that kills the process running it at its first update,
+after adding its process id to ``kills.txt`` in the current folder."""
+
+RAY_TEMP = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
+"""Ray's folder on this machine: sessions, the address of the latest cluster."""
 
 START_TIMEOUT_S = 120
 """The longest a head node may take to start (s)."""
@@ -73,11 +83,38 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
+RAY_ENV = {"RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "disabled"}
+"""Ray's environment in these tests: no usage reports, no token
+authentication (which a new Ray instance turns on by default, writing a
+token to ~/.ray, and which a Ray Client with an explicit address does not
+use unless told)."""
+
+
+def _with_site(site: Path) -> str:
+    """PYTHONPATH with ``site`` in front of this environment's."""
+    return os.pathsep.join([str(site), *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
 def _ray_env() -> dict[str, str]:
-    """This environment without a Ray address (``auto`` must find the head
-    node as on a cluster node) and without Ray's usage reports."""
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    return {**env, "RAY_USAGE_STATS_ENABLED": "0"}
+    """This environment with :data:`RAY_ENV` and without a Ray address
+    (``auto`` must find the head node as on a node of a cluster)."""
+    return {**{k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}, **RAY_ENV}
+
+
+def _ray_exe() -> str:
+    """The ``ray`` command installed next to the running interpreter."""
+    exe = Path(sys.executable).with_name("ray")
+    return str(exe) if exe.exists() else (shutil.which("ray") or "ray")
+
+
+def _forget_cluster(gcs_port: int) -> None:
+    """Remove Ray's record of the latest cluster started on this machine when
+    it is the head node on ``gcs_port``, as ``ray stop`` does (``ray.init()``
+    and ``address=auto`` would try to join it)."""
+    record = RAY_TEMP / "ray_current_cluster"
+    with contextlib.suppress(OSError):
+        if record.read_text().strip().endswith(f":{gcs_port}"):
+            record.unlink()
 
 
 @pytest.fixture(scope="module")
@@ -88,13 +125,14 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
                            {"igm_kill.plugin": KILL})
     folder = tmp_path_factory.mktemp("ray-head")
     log = folder / "ray_start.log"
-    client_port = _free_port()
-    env = {**_ray_env(), "PYTHONPATH": str(site), "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
+    gcs_port, client_port = _free_port(), _free_port()
+    env = {**_ray_env(), "PYTHONPATH": _with_site(site),
+           "RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S": "0"}
     with open(log, "w") as out:
         proc = subprocess.Popen(
-            [str(Path(sys.executable).with_name("ray")), "start", "--head", "--block",
-             f"--port={_free_port()}", f"--ray-client-server-port={client_port}",
-             "--num-cpus=2", "--include-dashboard=false", "--disable-usage-stats"],
+            [_ray_exe(), "start", "--head", "--block", f"--port={gcs_port}",
+             f"--ray-client-server-port={client_port}", "--num-cpus=2",
+             "--include-dashboard=false", "--disable-usage-stats"],
             cwd=folder, env=env, stdout=out, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + START_TIMEOUT_S
@@ -102,8 +140,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
             assert proc.poll() is None and time.monotonic() < deadline, \
                 f"the Ray head node did not start:\n{log.read_text()[-3000:]}"
             time.sleep(0.5)
-        temp = Path(os.environ.get("RAY_TMPDIR", "/tmp")) / "ray"
-        yield Head(client_port, (temp / "session_latest").resolve(), site)
+        yield Head(client_port, (RAY_TEMP / "session_latest").resolve(), site)
     finally:
         proc.send_signal(signal.SIGTERM)  # ray start stops the processes it started
         try:
@@ -111,6 +148,7 @@ def head(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Head]:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        _forget_cluster(gcs_port)
 
 
 def run_igm_pid(args: list[str], cwd: Path, env: dict[str, str] | None = None,
@@ -154,12 +192,32 @@ def assert_sweep_on_head(cwd: Path, proc: subprocess.CompletedProcess[str], pid:
         "1": ("completed", "+experiment=params processes.time.end=4")}
 
 
+def test_ray_settings_for_a_new_instance_and_for_a_running_cluster(caplog):
+    # null or local: a new instance here, with a small object store unless set
+    assert ray_init_settings({"address": None, "num_cpus": 2}) == {
+        "address": "local", "num_cpus": 2, "object_store_memory": 78643200}
+    assert ray_init_settings({"object_store_memory": 10**8})["object_store_memory"] == 10**8
+    # a running cluster: the settings of a new instance dropped, with a warning
+    settings = {"num_cpus": 2, "num_gpus": 0, "object_store_memory": 10**8, "resources": {},
+                "include_dashboard": False, "namespace": "igm", "runtime_env": None}
+    for address in ("auto", "127.0.0.1:6379", "ray://127.0.0.1:10001"):
+        caplog.clear()
+        assert ray_init_settings({"address": address, **settings}) == {
+            "address": address, "include_dashboard": False, "namespace": "igm"}
+        assert (f"joining the running cluster at {address}: ignoring num_cpus, num_gpus, "
+                f"object_store_memory, resources") in caplog.text
+    # Ray does not rerun a task whose worker died, unless told to
+    assert ray_remote_settings(None) == {"max_retries": 0}
+    assert ray_remote_settings({"num_cpus": 1, "max_retries": 2}) == {
+        "max_retries": 2, "num_cpus": 1}
+
+
 def test_ray_local_cluster_runs_the_sweep_in_parallel(experiment_dir):
     cwd = experiment_dir("params", TINY)
     proc = run_igm(["+experiment=params", "processes.time.end=3,4",
                     "hydra/launcher=ray_cluster", "+hydra.launcher.ray.init.num_cpus=2",
                     "+hydra.launcher.ray.init.include_dashboard=false", "--multirun"], cwd,
-                   env={"RAY_USAGE_STATS_ENABLED": "0"}, timeout=300)
+                   env=RAY_ENV, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     sweep = sweep_dir(cwd)
     runs = jobs(sweep)
@@ -190,7 +248,7 @@ def test_ray_client_runs_the_sweep_on_a_running_head_node(experiment_dir, head):
                              "+hydra.launcher.ray.init.object_store_memory=100000000",
                              "--multirun"], cwd)
     assert_sweep_on_head(cwd, proc, pid, head)
-    assert "ignoring num_cpus, object_store_memory" in proc.stderr
+    assert "ignoring num_cpus, object_store_memory" in proc.stdout
 
 
 def test_a_killed_ray_worker_fails_only_its_job(experiment_dir, head):
@@ -199,7 +257,7 @@ def test_a_killed_ray_worker_fails_only_its_job(experiment_dir, head):
         cwd = experiment_dir(name, text)
     proc, _ = run_igm_pid(["+experiment=end3,kill,end4", "hydra/launcher=ray_cluster",
                            "hydra.launcher.ray.init.address=auto", "--multirun"], cwd,
-                          env={**_ray_env(), "PYTHONPATH": str(head.site)})
+                          env={**_ray_env(), "PYTHONPATH": _with_site(head.site)})
     assert proc.returncode == 1
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("igm_run: error:")]
     assert len(errors) == 1 and "job 1 (+experiment=kill)" in errors[0], proc.stderr[-3000:]
@@ -208,6 +266,8 @@ def test_a_killed_ray_worker_fails_only_its_job(experiment_dir, head):
     assert {k: (r["status"], r.get("t_end")) for k, r in runs.items()} == {
         0: ("completed", 3.0), 1: ("failed", None), 2: ("completed", 4.0)}
     assert "Ray task failed" in runs[1]["error"]
+    # the job ran from the launch folder, once: Ray did not run the task again
+    assert (cwd / "kills.txt").read_text().split() == [str(runs[1]["pid"])]
     rows = summary_rows(sweep)
     assert [rows[k]["status"] for k in "012"] == ["completed", "failed", "completed"]
     assert rows["1"]["error"].startswith("Ray task failed: WorkerCrashedError"), rows["1"]

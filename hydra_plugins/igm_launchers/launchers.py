@@ -21,7 +21,10 @@ get them. Over Hydra's, each:
   a job that SLURM times out or preempts is requeued and continues from its
   checkpoint (submitit's requeue, ``max_num_timeout`` in the presets);
 - on Ray, joins a running cluster (``ray.init.address=auto`` or
-  ``ray://HOST:PORT``) without the settings Ray refuses there.
+  ``ray://HOST:PORT``) without the settings Ray refuses there, runs each
+  job from the launch folder (a cluster's workers start elsewhere), and
+  starts a Ray instance of its own for ``address`` null even where a
+  cluster runs on this machine.
 
 This module imports Hydra and its launcher plugins (as :mod:`igm_core.app`
 does); submitit, pebble and Ray only when their launcher runs.
@@ -318,13 +321,18 @@ NEVER_STARTS = {
 
 ENDED = {
     "OUT_OF_MEMORY": "ran out of its memory (raise mem_gb)",
-    "TIMEOUT": "reached its time limit without a checkpoint to continue from (timeout_min)",
+    "TIMEOUT": "reached its time limit (timeout_min)",
     "NODE_FAIL": "lost its node",
     "CANCELLED": "was cancelled",
     "PREEMPTED": "was preempted",
     "FAILED": "failed",
     "BOOT_FAIL": "could not boot its node",
 }
+
+
+CONTINUABLE = ("TIMEOUT", "PREEMPTED", "NODE_FAIL")
+"""How a SLURM job may end that submitting it again continues (from its
+checkpoint)."""
 
 
 def squeue_states(ids: Sequence[str]) -> dict[str, tuple[str, str]]:
@@ -388,7 +396,9 @@ class _Submitit(Resilient):
                                       for k, v in p.items()})
         return executor
 
-    def run_batch(self, jobs: list[Job]) -> list[JobReturn]:
+    def submit(self, jobs: list[Job]) -> list[Any] | str:
+        """Submit the jobs as one array; their handles, or why the scheduler
+        refused them."""
         state = Singleton.get_state()
         try:
             handles = self.executor().map_array(
@@ -396,18 +406,44 @@ class _Submitit(Resilient):
                 [j.num for j in jobs], [f"job_id_for_{j.num}" for j in jobs],
                 [state] * len(jobs))
         except Exception as exc:  # sbatch refused the array
-            text = " ".join(str(exc).split())
             reason = next((ln.split("error:", 1)[1].strip() for ln in str(exc).splitlines()
-                           if "error:" in ln), text[-300:])
-            cause = f"{self._EXECUTOR} refused the jobs: {reason} ({self.request()})"
-            return [failed_return(job, cause) for job in jobs]
+                           if "error:" in ln), " ".join(str(exc).split())[-300:])
+            node = largest_node(self.params.get("partition")) if self._EXECUTOR == "slurm" else ""
+            return (f"{self._EXECUTOR.upper() if self._EXECUTOR == 'slurm' else 'submitit'} "
+                    f"refused the job: {reason} ({self.request()}{'; ' + node if node else ''})")
         log.info("submitit '%s': %d jobs submitted (%s)", self._EXECUTOR, len(jobs),
                  ", ".join(h.job_id for h in handles))
-        return self.wait(jobs, handles)
+        return handles
 
-    def wait(self, jobs: list[Job], handles: list[Any]) -> list[JobReturn]:
-        """Wait for every job; what each ended with."""
+    def run_batch(self, jobs: list[Job]) -> list[JobReturn]:
+        """Submit, wait, and submit again the jobs that stopped at their time
+        limit (or lost their node, or were preempted) after a checkpoint, up
+        to ``max_num_timeout`` times: they continue from it."""
         results: dict[int, JobReturn] = {}
+        pending = jobs
+        for round_ in range(int(self.params.get("max_num_timeout") or 0) + 1):
+            handles = self.submit(pending)
+            if isinstance(handles, str):
+                results.update((j.num, failed_return(j, handles)) for j in pending)
+                break
+            again = []
+            for job, (ret, stopped) in zip(pending, self.wait(pending, handles), strict=True):
+                results[job.num] = ret
+                if stopped:
+                    again.append(job)
+            if not again or round_ == int(self.params.get("max_num_timeout") or 0):
+                break
+            for job in again:
+                log.warning("%s: %s; submitted again to continue from its checkpoint", job.label,
+                            _error_of(results[job.num]))
+            pending = again
+        return [results[j.num] for j in jobs]
+
+    def wait(self, jobs: list[Job], handles: list[Any]) -> list[tuple[JobReturn, bool]]:
+        """Wait for every job; what each ended with, and whether it stopped
+        at a time limit (or by preemption, or with its node) after a
+        checkpoint it can continue from."""
+        results: dict[int, tuple[JobReturn, bool]] = {}
         seen: dict[str, tuple[str, str]] = {}
         while len(results) < len(jobs):
             waiting = [(j, h) for j, h in zip(jobs, handles, strict=True) if j.num not in results]
@@ -421,7 +457,7 @@ class _Submitit(Resilient):
                              state[0])
                 if state is not None and state[0] == "PENDING" and state[1] in NEVER_STARTS:
                     handle.cancel(check=False)
-                    results[job.num] = failed_return(job, self.never_starts(state[1]))
+                    results[job.num] = (failed_return(job, self.never_starts(state[1])), False)
                 elif handle.done():
                     results[job.num] = self.outcome(job, handle)
             if len(results) < len(jobs):
@@ -438,22 +474,29 @@ class _Submitit(Resilient):
         return (f"SLURM will never start it: {reason} ({NEVER_STARTS[reason]}: "
                 f"{self.request()}{'; ' + node if node else ''}); it was cancelled")
 
-    def outcome(self, job: Job, handle: Any) -> JobReturn:
-        """The JobReturn of a finished job, or why it has none."""
+    def outcome(self, job: Job, handle: Any) -> tuple[JobReturn, bool]:
+        """The JobReturn of a finished job, or why it has none; and whether
+        the scheduler stopped it (time limit, preemption, node failure) after
+        it wrote a checkpoint, so that submitting it again continues it."""
         try:
-            return handle.results()[0]
+            return handle.results()[0], False
         except Exception as exc:
             state = str(getattr(handle, "state", "") or "").split()[0:1]
             word = state[0] if state else ""
-            summary = runfolder.previous_run(job.folder).summary
-            if summary.get("status") == "interrupted":
+            previous = runfolder.previous_run(job.folder)
+            summary = previous.summary
+            stopped = (word in CONTINUABLE and previous.checkpoint is not None
+                       and summary.get("status") in ("interrupted", "running"))
+            if stopped:
+                cause = f"job {handle.job_id} {ENDED[word]} ({word}) after a checkpoint"
+            elif summary.get("status") == "interrupted":
                 cause = f"{summary.get('error')}; continue it with igm_run --resume"
             elif word in ENDED:
                 cause = f"job {handle.job_id} {ENDED[word]} ({word})"
             else:
                 cause = f"job {handle.job_id} ended without a result: " + " ".join(
                     str(exc).split())[:300]
-            return failed_return(job, cause)
+            return failed_return(job, cause), stopped
 
 
 class LocalLauncher(_Submitit, HydraLocalLauncher):
@@ -519,10 +562,12 @@ def _run_on_ray(launch_dir: str, *job: Any) -> JobReturn:
     since a worker of a running cluster starts in the folder the cluster was
     started from and the experiment files, inputs and ``multirun/`` are found
     relative to the launch folder."""
+    import platform
+
     if not os.path.isdir(launch_dir):
         raise FileNotFoundError(f"the launch folder {launch_dir} is not on Ray node "
-                                f"{os.uname().nodename} (it must be on a file system the "
-                                f"nodes share)")
+                                f"{platform.node()} (it must be on a file system the nodes "
+                                f"share)")
     here = os.getcwd()
     os.chdir(launch_dir)
     try:

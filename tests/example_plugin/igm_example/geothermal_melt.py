@@ -4,14 +4,21 @@ All the heat flux G (W m-2) reaching a temperate bed melts ice at the rate
 m = G * s_per_yr / (rho_i * L) (m of ice per year), about 7 mm/yr for
 G = 65 mW m-2 (e.g. Cuffey and Paterson 2010, ch. 9). Thickness never
 goes below zero; the surface follows the bed plus thickness.
+
+The process keeps the volume it melted since the start (its memory, a
+dataclass the kernel writes into checkpoints) and logs it at the end.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
+
+import numpy as np
 
 from igm_core import Field, hookimpl
 
+log = logging.getLogger("igm")
 SECONDS_PER_YEAR = 31556926.0
 
 requires = ("thk", "topg")
@@ -26,22 +33,38 @@ class Params:
     ice_density: float = 910.0  # rho_i (kg m-3)
 
 
+@dataclass
+class Melted:
+    """What the process keeps between steps: the ice volume melted so far
+    (m3, float64)."""
+
+    volume_m3: float = 0.0
+
+
 def melt_rate(params: Params) -> float:
     """Basal melt rate (m ice per year)."""
     return params.heat_flux * SECONDS_PER_YEAR / (params.ice_density * params.latent_heat)
 
 
 @hookimpl
-def igm_process_initialize(params: Params, state) -> None:
+def igm_process_initialize(params: Params, state) -> Melted:
     import tensorflow as tf
 
     state.basal_melt = tf.where(state.thk > 0, melt_rate(params), 0.0)
+    return Melted()
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
+def igm_process_update(params: Params, state, memory: Melted) -> None:
     import tensorflow as tf
 
     state.basal_melt = tf.where(state.thk > 0, melt_rate(params), 0.0)
-    state.thk = tf.maximum(state.thk - state.dt * state.basal_melt, 0.0)
+    thinner = tf.maximum(state.thk - state.dt * state.basal_melt, 0.0)
+    memory.volume_m3 += float(np.sum(np.asarray(state.thk - thinner, "float64"))) * state.dx**2
+    state.thk = thinner
     state.usurf = state.topg + state.thk
+
+
+@hookimpl
+def igm_process_finalize(memory: Melted) -> None:
+    log.info("geothermal_melt: %.6g km3 of ice melted at the bed", memory.volume_m3 / 1e9)
