@@ -145,13 +145,19 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
                 + (" (failed)" if failed else ""))
     ax.set_xlabel("time (yr)")
     ax.set_ylabel("ice volume (km$^3$)")
-    title = f"{len(records)} jobs" + (f": {' '.join(sorted(shared))}" if shared else "")
-    ax.set_title(textwrap.fill(title, width=80), fontsize="medium")
+    ax.set_title(plot_title(len(records), shared), fontsize="medium")
     if 0 < len(ax.lines) <= MAX_LEGEND:
         ax.legend(fontsize="small", loc="best")
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
     return path
+
+
+def plot_title(jobs: int, shared: set[str]) -> str:
+    """The title of ``summary.png``: the number of jobs and the overrides
+    they share, wrapped to lines the figure's width holds."""
+    title = f"{jobs} jobs" + (f": {' '.join(sorted(shared))}" if shared else "")
+    return textwrap.fill(title, width=80)
 
 
 def failure_report(records: list[dict[str, Any]], sweep_dir: str | Path = "") -> str:

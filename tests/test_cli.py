@@ -217,3 +217,49 @@ def test_added_unknown_key_is_refused(experiment_dir):
     cwd = experiment_dir("params", BASIC)
     line = one_line_error(run_igm(["+experiment=params", "+processes.time.new_key=1"], cwd))
     assert "processes.time.new_key is not a parameter of process 'time'" in line
+
+
+def test_a_comma_sweep_without_multirun_keeps_hydras_hint(experiment_dir):
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "processes.time.start=1990,1950"],
+                                  cwd))
+    assert "Ambiguous value for argument 'processes.time.start=1990,1950'" in line
+    assert "To sweep over it, add --multirun to your command line" in line
+
+
+RUNAWAY = """
+from dataclasses import dataclass
+import numpy as np
+from igm_core import hookimpl
+
+provides = ("ubar", "vbar")
+
+@dataclass
+class Params:
+    pass
+
+@hookimpl
+def igm_process_initialize(state):
+    state.ubar = np.zeros(state.grid.shape, "float32")
+    state.vbar = np.zeros(state.grid.shape, "float32")
+
+@hookimpl
+def igm_process_update(state):
+    # a flow that blows up: ten times faster at every step
+    state.ubar = np.full(state.grid.shape, 10.0 ** state.it, "float32")
+"""
+
+
+def test_a_runaway_flow_stops_in_one_line_instead_of_crawling(experiment_dir, tmp_path):
+    site = write_fake_dist(tmp_path / "site", "igm-runaway", "1.0",
+                           {"igm.processes": {"runaway": "igm_runaway.runaway"}},
+                           {"igm_runaway.runaway": RUNAWAY})
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "processes=[runaway,time]",
+                                   "processes.time.end=2100"], cwd,
+                                  env={"PYTHONPATH": str(site)}))
+    # 10, 100, 1000, 10000 m/yr: steps of 1, 0.3, 0.03, 0.003 yr; then 100 km/yr
+    assert line.startswith("igm_run: error: processes.time: the time step fell to 0.0003 yr at "
+                           "t=2001.33 yr (step 5), below the floor cfl*dx/speed_max = 0.0006 yr")
+    assert "the depth-averaged ice speed reaches 100 km/yr at x=1000 m, y=5000 m" in line
+    assert "the ice flow has blown up" in line

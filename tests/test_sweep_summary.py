@@ -103,3 +103,12 @@ def test_igm_run_summary_of_a_missing_folder_is_one_line(tmp_path):
     proc = run_igm(["--summary", str(tmp_path / "nope")], tmp_path)
     assert proc.returncode == 1
     assert proc.stderr.strip() == f"igm_run: error: sweep folder not found: {tmp_path / 'nope'}"
+
+
+def test_the_plot_title_wraps_long_shared_overrides():
+    shared = {"+experiment=params", "processes.iceflow.physics.init_arrhenius=78",
+              "processes.smb_simple.update_freq=1", "core.hardware.visible_gpus=auto"}
+    title = sweep.plot_title(4, shared)
+    lines = title.splitlines()
+    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    assert " ".join(lines) == "4 jobs: " + " ".join(sorted(shared))
