@@ -155,9 +155,10 @@ def write_plot(records: list[dict[str, Any]], path: Path) -> Path:
 
 def plot_title(jobs: int, shared: set[str]) -> str:
     """The title of ``summary.png``: the number of jobs and the overrides
-    they share, wrapped to lines the figure's width holds."""
+    they share, wrapped to at most three lines the figure's width holds (the
+    rest is in ``summary.csv``)."""
     title = f"{jobs} jobs" + (f": {' '.join(sorted(shared))}" if shared else "")
-    return textwrap.fill(title, width=80)
+    return textwrap.fill(title, width=90, max_lines=3, placeholder=" ... (see summary.csv)")
 
 
 def failure_report(records: list[dict[str, Any]], sweep_dir: str | Path = "") -> str:

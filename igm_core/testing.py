@@ -117,12 +117,12 @@ class PluginRun:
         return self
 
     def step(self, dt: float = 1.0) -> None:
-        """One step: a process advances ``state.t`` by ``dt`` years (as the
-        ``time`` process would), then updates; an output writes (a save)."""
+        """One step: ``state.t`` advances by ``dt`` years (as the ``time``
+        process would); a process updates, an output writes (a save)."""
         state = self.state
+        state.dt = float(dt)
+        state.t = float(state.t) + float(dt)
         if self.stage == "processes":
-            state.dt = float(dt)
-            state.t = float(state.t) + float(dt)
             self.plugins.call(self.plugin, "igm_process_update", state=state, memory=self.memory)
         else:
             state.saveresult = True

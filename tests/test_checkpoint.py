@@ -153,6 +153,26 @@ def test_every_built_in_process_continues_from_a_checkpoint_bit_for_bit(tmp_path
                                 after=3, dt=0.5)
 
 
+@pytest.mark.parametrize("name", ["local", "plot2d"])
+def test_every_built_in_output_continues_its_files_from_a_checkpoint(tmp_path, name):
+    import importlib
+
+    from conftest import assert_same_netcdf
+
+    module = importlib.import_module(f"igm_plugins.outputs.{name}")
+    params = module.Params(vars_to_save=["thk", "topg"]) if name == "local" else module.Params(
+        var="thk", animation="none")
+    check_checkpoint_round_trip(module, "outputs", lambda: make_state(**_cap()), tmp_path,
+                                params, before=2, after=3)
+    if name == "local":  # the continued folder holds every save of the run in one piece
+        assert_same_netcdf(tmp_path / "whole" / "output.nc", tmp_path / "second" / "output.nc")
+        assert_same_netcdf(tmp_path / "whole" / "output_ts.nc",
+                           tmp_path / "second" / "output_ts.nc")
+    else:
+        assert sorted(p.name for p in (tmp_path / "second" / "plot2d").iterdir()) == [
+            f"thk_{t}.png" for t in (1, 2, 3, 4, 5)]
+
+
 # -- igm_run: continued runs write the files of the run in one piece -------------
 
 

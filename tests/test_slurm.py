@@ -192,7 +192,9 @@ def test_a_run_three_times_its_time_limit_finishes_through_requeues(tmp_path):
     """timeout_min=1: each attempt runs until SLURM's warning (SIGUSR2,
     signal_delay_s before the limit; or SIGTERM at the limit if the warning
     comes too late), checkpoints and stops; the job is requeued (submitit) or
-    submitted again (the launcher) and continues, until the run is done."""
+    submitted again (the launcher) and continues, until the run is done.
+    SLURM may send the warning up to its scheduling period (30 s) early: 15 s
+    keeps it after Python's start even for a one-minute job."""
     longer = [*HEF, "processes.time.end=2200", "processes.time.save=10",
               "core.checkpoint.every_years=0"]
     reference = tmp_path / "reference"
@@ -200,7 +202,7 @@ def test_a_run_three_times_its_time_limit_finishes_through_requeues(tmp_path):
                              cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                              text=True)
     proc = subprocess.Popen([igm_run_exe(), *longer, *ONE_JOB, "hydra.launcher.timeout_min=1",
-                             "hydra.launcher.signal_delay_s=40", "--multirun"], cwd=tmp_path,
+                             "hydra.launcher.signal_delay_s=15", "--multirun"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         _wait_and_release(proc, tmp_path, 1200)

@@ -108,7 +108,9 @@ def test_igm_run_summary_of_a_missing_folder_is_one_line(tmp_path):
 def test_the_plot_title_wraps_long_shared_overrides():
     shared = {"+experiment=params", "processes.iceflow.physics.init_arrhenius=78",
               "processes.smb_simple.update_freq=1", "core.hardware.visible_gpus=auto"}
-    title = sweep.plot_title(4, shared)
-    lines = title.splitlines()
-    assert len(lines) > 1 and all(len(line) <= 80 for line in lines)
+    lines = sweep.plot_title(4, shared).splitlines()
+    assert len(lines) == 2 and all(len(line) <= 90 for line in lines)
     assert " ".join(lines) == "4 jobs: " + " ".join(sorted(shared))
+    many = {f"processes.some_plugin.key_{i}={i}" for i in range(20)}
+    lines = sweep.plot_title(2, many).splitlines()
+    assert len(lines) == 3 and lines[-1].endswith(" ... (see summary.csv)")
