@@ -188,6 +188,7 @@ def test_scontrol_requeue_mid_run_continues_from_the_checkpoint(hef_reference, t
     assert_same_outputs(hef_reference, folder)
 
 
+@pytest.mark.slow  # about 6.5 minutes: three or more one-minute SLURM attempts and restarts
 def test_a_run_three_times_its_time_limit_finishes_through_requeues(tmp_path):
     """timeout_min=1: each attempt runs until SLURM's warning (SIGUSR2,
     signal_delay_s before the limit; or SIGTERM at the limit if the warning
