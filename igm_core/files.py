@@ -13,9 +13,10 @@ from typing import Any
 
 @contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it is renamed over
-    ``path`` in one step (the previous complete file stays readable until
-    then), on error it is removed.
+    """Yield a temporary path beside ``path``; on success it gets the
+    permissions a new file gets under the user's umask (0644 under 022) and
+    is renamed over ``path`` in one step (the previous complete file stays
+    readable until then), on error it is removed.
 
     >>> with atomic_path("out.nc") as tmp:
     ...     write_netcdf(tmp)
@@ -29,10 +30,26 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         yield tmp
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o666 & ~umask())  # mkstemp makes it private: as open() would
         os.replace(tmp, target)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def umask() -> int:
+    """This process's umask, read without changing it (Linux), else by
+    setting and restoring it."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -216,3 +216,19 @@ def test_plot2d_bad_animation_is_refused_when_built():
     with pytest.raises(ConfigError, match=r"outputs\.plot2d\.animation must be one of gif, mp4, "
                                           "none, got 'avi'"):
         plot2d.Params(animation="avi")
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640), (0o077, 0o600)])
+def test_written_files_follow_the_umask(tmp_path, mask, mode):
+    script = (
+        "import os, sys\n"
+        f"os.umask({mask})\n"
+        "from pathlib import Path\n"
+        "from igm_core.files import atomic_path, write_json\n"
+        "out = Path(sys.argv[1])\n"
+        "write_json(out / 'run_summary.json', {'status': 'completed'})\n"
+        "with atomic_path(out / 'output.nc') as tmp:\n"
+        "    tmp.write_bytes(b'data')\n")
+    subprocess.run([sys.executable, "-c", script, str(tmp_path)], check=True)
+    for name in ("run_summary.json", "output.nc"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == mode, name
