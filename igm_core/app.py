@@ -199,8 +199,7 @@ def run_job(cfg: DictConfig) -> float:
         if core.print_params:
             log.info("parameters:\n%s", resolved)
         if step.reason:
-            log.info("%s: %s", "continuing" if step.checkpoint else "starting afresh",
-                     step.reason)
+            log.info("%s", step.reason)
         with interrupts.Interrupts() as signals:
             placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
             summary.update(placement.as_dict())

@@ -152,7 +152,8 @@ def plan(folder: Path, prev: Previous, config: Mapping[str, Any], restart: str,
     nested dict) and ``core.restart`` = ``restart`` does in ``folder``,
     which held ``prev``; ConfigError when the folder holds another run."""
     if restart:
-        return Plan("continue", checkpoint.resolve(restart, launch_dir), f"core.restart={restart}")
+        path = checkpoint.resolve(restart, launch_dir)
+        return Plan("continue", path, f"continuing from {path} (core.restart)")
     if not prev.summary and not prev.config:
         return Plan("fresh")
     diff = first_difference(prev.config, config)
@@ -161,10 +162,11 @@ def plan(folder: Path, prev: Previous, config: Mapping[str, Any], restart: str,
             f"run folder {folder} holds a run of another configuration ({diff}); choose another "
             f"hydra.run.dir, or continue that run with another configuration with "
             f"core.restart={folder}")
+    status = prev.status if prev.status in ("failed", "interrupted") else "killed"
     if prev.status == "completed":
         return Plan("done", reason="already completed")
     if prev.checkpoint is not None:
         return Plan("continue", prev.checkpoint,
-                    f"the {prev.status or 'unfinished'} run in this folder")
-    return Plan("fresh", reason=f"the {prev.status or 'unfinished'} run in this folder left no "
+                    f"continuing the {status} run of this folder from {prev.checkpoint}")
+    return Plan("fresh", reason=f"starting afresh: the {status} run of this folder left no "
                 "checkpoint")
