@@ -105,11 +105,13 @@ def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs:
         return call(plugin, hook, state=state, **kwargs)
     except IgmError:
         raise
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
-        raise PluginRuntimeError(
-            f"{plugin.entry.label} failed in {hook}{where}: {type(exc).__name__}: {exc}"
-        ) from exc
+        if isinstance(exc, SystemExit):
+            message = f"{plugin.entry.label} called sys.exit({exc.code}) in {hook}{where}"
+        else:
+            message = f"{plugin.entry.label} failed in {hook}{where}: {type(exc).__name__}: {exc}"
+        raise PluginRuntimeError(message) from exc
 
 
 class _Run:

@@ -263,3 +263,29 @@ def test_a_runaway_flow_stops_in_one_line_instead_of_crawling(experiment_dir, tm
                            "t=2001.33 yr (step 5), below the floor cfl*dx/speed_max = 0.0006 yr")
     assert "the depth-averaged ice speed reaches 100 km/yr at x=1000 m, y=5000 m" in line
     assert "the ice flow has blown up" in line
+
+
+QUITTER = """
+import sys
+from dataclasses import dataclass
+from igm_core import hookimpl
+
+@dataclass
+class Params:
+    pass
+
+@hookimpl
+def igm_process_update(state):
+    sys.exit(3)
+"""
+
+
+def test_a_plugin_calling_sys_exit_is_one_error_line(experiment_dir, tmp_path):
+    site = write_fake_dist(tmp_path / "site", "igm-quitter", "1.0",
+                           {"igm.processes": {"quitter": "igm_quitter.quitter"}},
+                           {"igm_quitter.quitter": QUITTER})
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "processes=[time,quitter]"], cwd,
+                                  env={"PYTHONPATH": str(site)}))
+    assert line == ("igm_run: error: process 'quitter' called sys.exit(3) in igm_process_update "
+                    "at t=2000 yr (step 0)")
