@@ -5,6 +5,7 @@ the velocity fields."""
 from __future__ import annotations
 
 import logging
+import math
 
 import numpy as np
 import tensorflow as tf
@@ -144,7 +145,9 @@ class IceFlow:
 
     def log_difference(self, state, Xe: tf.Tensor, Xs: tf.Tensor, args: tuple) -> None:
         """Log the emulator-solver difference of surface speed over ice and both
-        energies; kept in ``self.history``."""
+        energies; kept in ``self.history``. The line names the model time, or
+        the initial state when the clock has not started yet (iceflow listed
+        before ``time`` initialises first: ``state.t`` is still nan)."""
         ice = np.asarray(args[0]) > self.consts.thr_ice_thk
         se = np.hypot(np.asarray(Xe[0, -1]), np.asarray(Xe[1, -1]))[ice]
         ss = np.hypot(np.asarray(Xs[0, -1]), np.asarray(Xs[1, -1]))[ice]
@@ -153,8 +156,9 @@ class IceFlow:
                "energy_emulated": self.energy_of(Xe, args),
                "energy_solved": self.energy_of(Xs, args)}
         self.history.append(row)
-        log.info("iceflow diagnostic t=%g: relative L2 difference of surface speed %.4f, "
-                 "energy emulated %.6g, solved %.6g", row["t"], rel, row["energy_emulated"],
+        when = f"t={row['t']:g}" if math.isfinite(row["t"]) else "initial state"
+        log.info("iceflow diagnostic %s: relative L2 difference of surface speed %.4f, "
+                 "energy emulated %.6g, solved %.6g", when, rel, row["energy_emulated"],
                  row["energy_solved"])
 
     def state_dict(self) -> dict[str, object]:
