@@ -44,16 +44,16 @@ def run_halfar(mx: int, years: float, tmp_path) -> tuple[np.ndarray, np.ndarray,
                  "velbar_mag", "velsurf_mag", "arrhenius", "slidingco", "divflux"):
         state.declare(name)
     state.declare(iceflow.ZETA)
-    iceflow.igm_process_initialize(p, state, run_context(tmp_path))
-    thk_process.igm_process_initialize(tp, state)
+    flow = iceflow.igm_process_initialize(p, state, run_context(tmp_path))
+    budget = thk_process.igm_process_initialize(tp, state)
     v0 = state.ice_volume()
     t_end = T0 + years
     while state.t < t_end - 1e-6:
         # explicit staggered SIA: dt <= dx^2 / (4 D), here 0.8 of it
         state.dt = min(0.2 * dx**2 / time_process.max_face_diffusivity(state), t_end - state.t)
         state.t = state.t + state.dt
-        thk_process.igm_process_update(tp, state)
-        iceflow.igm_process_update(p, state)
+        thk_process.igm_process_update(tp, state, budget)
+        iceflow.igm_process_update(state, flow)
         state.it += 1
     return np.asarray(state.thk, "float64"), halfar(r, state.t), state.ice_volume() / v0 - 1
 
