@@ -311,3 +311,44 @@ def test_a_run_folder_holds_one_run(experiment_dir, tmp_path):
                     f"or continue that run with another configuration with "
                     f"core.restart={folder}")
     assert (folder / "run_summary.json").read_text() == before
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--resume"], "igm_run --resume needs a folder: a sweep (multirun/DATE/TIME) or a run "
+                   "(outputs/DATE/TIME)"),
+    (["--resume", "nowhere"], "igm_run --resume: {tmp}/nowhere is neither a sweep folder (with "
+                              "multirun.yaml) nor a run folder (with .hydra/hydra.yaml)"),
+    (["core.restart=nowhere"], "core.restart: {tmp}/nowhere is neither a checkpoint file nor a "
+                               "run folder"),
+    (["core.restart=empty"], "core.restart: no checkpoint in {tmp}/empty (looked for "
+                             "checkpoints/checkpoint_*.npz)"),
+])
+def test_resume_and_restart_of_nothing_are_one_line(experiment_dir, tmp_path, args, message):
+    cwd = experiment_dir("params", TINY)
+    (cwd / "empty").mkdir()
+    line = one_line_error(run_igm(["+experiment=params", *args] if args[0] != "--resume"
+                                  else args, cwd))
+    assert line == "igm_run: error: " + message.format(tmp=cwd)
+
+
+def test_resume_of_an_optuna_sweep_says_it_resumes_from_its_storage(tmp_path):
+    sweep = tmp_path / "multirun" / "d" / "t"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text(
+        "hydra:\n  sweeper:\n    _target_: hydra_plugins.hydra_optuna_sweeper.optuna_sweeper."
+        "OptunaSweeper\n")
+    line = one_line_error(run_igm(["--resume", str(sweep)], tmp_path))
+    assert line == (f"igm_run: error: igm_run --resume: {sweep} was swept by "
+                    "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper, not "
+                    "Hydra's basic sweeper; an Optuna study resumes from its storage when the "
+                    "same command runs again")
+
+
+def test_a_continued_run_needs_the_same_fields_in_output_nc(hef_reference, tmp_path):
+    start = checkpoint_at(hef_reference, 1910.0)
+    line = one_line_error(run_igm([*HEF, f"core.restart={start}",
+                                   "outputs.local.vars_to_save=[thk]",
+                                   f"hydra.run.dir={tmp_path / 'other'}"], tmp_path))
+    assert line.startswith("igm_run: error: outputs.local.vars_to_save: the checkpoint's "
+                           "output.nc holds topg, usurf, thk")
+    assert line.endswith("so the same fields are needed (configured: thk)")
