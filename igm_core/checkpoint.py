@@ -18,7 +18,7 @@ import math
 import re
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,6 @@ class Checkpoint:
     fingerprint: dict[str, Any]
     written_at: float = 0.0
     written_by: str = ""
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def check_fits(self, current: Mapping[str, Any]) -> None:
         """ConfigError naming the first difference with the run's fingerprint."""
@@ -295,14 +294,15 @@ def latest(run_dir: Path) -> Path | None:
 
 
 def resolve(path: str | Path, launch_dir: Path) -> Path:
-    """``core.restart``: a checkpoint file, or a run folder meaning its
-    latest checkpoint (relative paths from the launch folder)."""
+    """``core.restart``: a checkpoint file, or a run folder (or its
+    ``checkpoints`` folder) meaning its latest checkpoint (relative paths from
+    the launch folder)."""
     target = Path(path).expanduser()
     target = target if target.is_absolute() else launch_dir / target
     if target.is_file():
         return target
     if target.is_dir():
-        found = latest(target) or (numbered(target)[-1] if numbered(target) else None)
+        found = latest(target) or next(reversed(numbered(target)), None)
         if found is None:
             raise ConfigError(f"core.restart: no checkpoint in {target} (looked for "
                               f"{FOLDER}/checkpoint_*.npz)")

@@ -173,7 +173,7 @@ def report_cpu_fallback(placement: Placement) -> None:
     """Say so when the job was given GPUs but TensorFlow (started) finds
     none: it then runs on the CPU."""
     asked = [g for g in (placement.cuda_visible or "").split(",") if g and not g.startswith("-")]
-    if asked and not any(d.endswith("GPU:0") or ":GPU:" in d for d in devices()):
+    if asked and not any(":GPU:" in d for d in devices()):
         log.warning("CUDA_VISIBLE_DEVICES=%s but TensorFlow finds no GPU on this machine: "
                     "running on the CPU", placement.cuda_visible)
 
