@@ -2,7 +2,7 @@
 
 Plugin authors need only::
 
-    from igm_core import hookimpl, Field
+    from igm_core import hookimpl, Field, Choice
 
 Importing this package does not import TensorFlow or Hydra.
 """
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
+from igm_core.config import Choice
 from igm_core.context import PluginInfo, RunContext
 from igm_core.errors import IgmError
 from igm_core.plugins import hookimpl
@@ -21,5 +22,5 @@ try:
 except PackageNotFoundError:  # pragma: no cover - running from a bare checkout
     __version__ = "0+unknown"
 
-__all__ = ["Field", "Grid", "IgmError", "PluginInfo", "RunContext", "State", "__version__",
-           "hookimpl"]
+__all__ = ["Choice", "Field", "Grid", "IgmError", "PluginInfo", "RunContext", "State",
+           "__version__", "hookimpl"]

@@ -24,6 +24,7 @@ from typing import Any
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import ConfigCompositionException, MissingConfigException
 from hydra.experimental.callback import Callback
@@ -55,12 +56,15 @@ LOG_FORMAT = "[%(asctime)s][%(name)s][%(levelname)s] %(message)s"
 
 # -- configuration schemas -------------------------------------------------
 
+_unloadable: dict[str, PluginError] = {}  # "stage.name" -> why it cannot be loaded
+
 
 def register_configs(found: dict[str, dict[str, PluginEntry]]) -> None:
     """Store the core schema and each installed plugin's ``Params`` in
     Hydra's ConfigStore (group = stage, option = plugin name, nested under
-    the name). A plugin that fails to import gets an empty schema; selecting
-    it reports the import error when the run starts."""
+    the name). A plugin that fails to import (or whose name two
+    distributions claim) gets an empty schema; selecting it reports its
+    error when the run starts, and so does any key given to it."""
     launchers.register()
     cs = ConfigStore.instance()
     cs.store(group="core", name="default", node=CoreParams)
@@ -68,9 +72,26 @@ def register_configs(found: dict[str, dict[str, PluginEntry]]) -> None:
         for name, entry in entries.items():
             try:
                 params_cls = entry.load().Params
-            except PluginError:
+            except PluginError as exc:
+                _unloadable[f"{stage}.{name}"] = exc
                 params_cls = dataclasses.make_dataclass(f"Unimportable_{name}", [])
             cs.store(group=stage, name=name, node={name: params_cls})
+
+
+def check_listed_once(config_name: str, overrides: list[str]) -> None:
+    """Refuse a plugin listed twice in a stage's list (``processes=[thk,thk]``
+    or an experiment's defaults): Hydra merges both into one node, so it
+    would silently run once. Needs Hydra initialised (inside a job)."""
+    if not GlobalHydra.instance().is_initialized():
+        return
+    defaults = GlobalHydra.instance().config_loader().compute_defaults_list(
+        config_name, overrides, RunMode.RUN).defaults
+    listed = [str(d.config_path) for d in defaults if str(d.config_path).split("/")[0] in STAGES]
+    for path in listed:
+        if listed.count(path) > 1:
+            stage, name = path.split("/", 1)
+            raise ConfigError(f"{stage} lists '{name}' {listed.count(path)} times: a plugin "
+                              f"runs once per step, list it once")
 
 
 def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
@@ -95,6 +116,7 @@ def selection_from(cfg: DictConfig, found: dict[str, dict[str, PluginEntry]]
             if name not in found[stage]:
                 raise PluginError(unknown_plugin_message(stage, str(name), found[stage]))
             entry = found[stage][name]
+            entry.load()  # its import error first, whatever keys it was given
             schema = OmegaConf.get_type(node[name])
             known = {f.name for f in dataclasses.fields(schema)} if dataclasses.is_dataclass(
                 schema) else set(node[name])
@@ -183,6 +205,7 @@ def run_job(cfg: DictConfig) -> float:
         summary["attempts"] = previous.attempts + 1
         core = OmegaConf.to_object(cfg.core)
         _setup_logging(core, output_dir)
+        check_listed_once(str(hc.job.config_name), list(hc.overrides.task))
         selection = selection_from(cfg, discover())
         ctx = _context(hc, core)
         step = runfolder.plan(output_dir, previous,
@@ -204,7 +227,8 @@ def run_job(cfg: DictConfig) -> float:
             placement = hardware.configure(core.hardware, ctx.job_num, hc.launcher)
             summary.update(placement.as_dict())
             if core.url_data:
-                data.fetch(core.url_data, ctx.data_dir)
+                data.fetch(core.url_data, ctx.data_dir, timeout_s=core.url_data_timeout_s,
+                           max_mb=core.url_data_max_mb, sha256=core.url_data_sha256)
             summary.update(hardware.run_engine(selection, ctx, core.progress.value, result,
                                                placement, core.checkpoint, step.checkpoint,
                                                signals))
@@ -217,6 +241,7 @@ def run_job(cfg: DictConfig) -> float:
     except BaseException as exc:
         result.status = "failed"
         result.error = result.error or _error_line(exc)
+        _to_log_files(f"igm_run: error: {result.error}")
         if multirun or not isinstance(exc, Exception):
             raise
         # A single run hands its error to main(), which prints it as one line
@@ -228,7 +253,7 @@ def run_job(cfg: DictConfig) -> float:
             summary.update(result.as_dict())
             summary.setdefault("devices", hardware.devices())
             summary["ended_at"] = time.time()
-            write_json(output_dir / runfolder.SUMMARY, summary)
+            _write_summary(output_dir / runfolder.SUMMARY, summary)
         lock.release()
         if core is not None and core.print_comp and result.timings:
             log.info("time spent per plugin:\n%s", format_timings(result.timings))
@@ -237,6 +262,25 @@ def run_job(cfg: DictConfig) -> float:
     log.info("run %s in %.1f s: %d steps, ice volume %.4f km3, area %.3f km2",
              result.status, result.wall_time_s, result.steps, result.volume_km3, result.area_km2)
     return summary["objective"]
+
+
+def _write_summary(path: Path, summary: dict[str, Any]) -> None:
+    """Write the final run_summary.json; a failure to write it (a full
+    disk) is one warning and leaves the run's status as it is."""
+    try:
+        write_json(path, summary)
+    except OSError as exc:
+        log.warning("could not write %s (%s): the run %s, but the file may still say "
+                    "'running'", path, exc.strerror or exc, summary["status"])
+
+
+def _to_log_files(line: str) -> None:
+    """Append ``line`` to the run's log files (igm.log, core.logging_file)
+    without printing it: main() prints the error line once."""
+    record = log.makeRecord(log.name, logging.ERROR, __file__, 0, "%s", (line,), None)
+    for handler in {*logging.getLogger().handlers, *log.handlers}:
+        if isinstance(handler, logging.FileHandler):
+            handler.handle(record)
 
 
 def _stopped(exc: BaseException, resume_dir: Path) -> None:
@@ -281,6 +325,18 @@ def _chain(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _unloadable_behind(exc: BaseException) -> PluginError | None:
+    """The load error of a plugin that cannot be loaded, when a key given to
+    it is what composition tripped over (its schema is empty)."""
+    text = " ".join(f"{e} {getattr(e, 'full_key', '')}" for e in _chain(exc))
+    for key, error in _unloadable.items():
+        name = key.split(".", 1)[1]
+        if re.search(rf"(?<![\w.]){re.escape(key)}(?![\w])", text) or (
+                f"Unimportable_{name}" in text):
+            return error
+    return None
+
+
 def _key_hint(err: OmegaConfBaseException) -> str:
     key = getattr(err, "key", None)
     obj_type = getattr(err, "object_type", None)
@@ -305,6 +361,9 @@ def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None)
                     f"{Path.cwd()} (experiments found: {shipped})")
         return " ".join(str(exc).split("\n")[0].split())
     if isinstance(exc, (ConfigCompositionException, OmegaConfBaseException)):
+        broken = _unloadable_behind(exc)
+        if broken is not None:
+            return str(broken)
         text = str(exc)
         source = re.search(r"(?:Error merging|^In) '([^']+)'", text)
         override = re.search(r"Error merging override (\S+)", text) or re.search(

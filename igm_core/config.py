@@ -17,7 +17,21 @@ from typing import Any
 from igm_core.errors import ConfigError
 
 
-class ProgressMode(Enum):
+class Choice(str, Enum):
+    """Base of a parameter's choices. Subclass it with one member per
+    choice, each named as its value (``solved = "solved"``), and type the
+    Params field with the subclass: Hydra then refuses any other value when
+    the configuration is composed, listing the allowed ones, and plugin code
+    compares and prints the member as its text (``method == "solved"``)."""
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+class ProgressMode(Choice):
     """How the time loop shows its progress."""
 
     auto = "auto"  # a bar on an interactive terminal outside a sweep, else log lines
@@ -26,7 +40,7 @@ class ProgressMode(Enum):
     off = "off"
 
 
-class Objective(Enum):
+class Objective(Choice):
     """The number a job returns to Hydra's sweepers."""
 
     volume = "volume"  # final ice volume (km3)
@@ -84,6 +98,9 @@ class CheckpointParams:
 @dataclass
 class CoreParams:
     url_data: str = ""  # zip or netCDF fetched once into folder_data (http(s)://, file://)
+    url_data_timeout_s: float = 600.0  # overall wall-clock limit of that download (s)
+    url_data_max_mb: float = 1024.0  # largest download and unpacked zip, in MB of 1e6 bytes
+    url_data_sha256: str = ""  # expected sha256 of the download (64 hex digits; '' = any)
     folder_data: str = "data"  # data folder, relative to the launch folder
     logging: bool = True  # log the run's progress (false: warnings only)
     # DEBUG, INFO, WARNING, ERROR, CRITICAL in any case, or Python's number (10 to 50)
@@ -110,10 +127,18 @@ class CoreParams:
         self.level = logging_level(self.logging_level)
         if self.retries < 0:
             raise ConfigError(f"core.retries must be 0 or more, got {self.retries}")
+        for key in ("url_data_timeout_s", "url_data_max_mb"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"core.{key} must be more than 0, got {getattr(self, key)}")
+        digest = self.url_data_sha256
+        if digest and not (len(digest) == 64 and set(digest) <= set("0123456789abcdefABCDEF")):
+            raise ConfigError(f"core.url_data_sha256: expected '' or 64 hexadecimal digits, got "
+                              f"{digest!r}")
 
 
-RESULT_NEUTRAL_KEYS = ("core.logging", "core.logging_level", "core.logging_file",
-                       "core.print_params", "core.print_comp", "core.progress", "core.restart",
-                       "core.retries", "core.checkpoint", "core.hardware")
+RESULT_NEUTRAL_KEYS = ("core.url_data_timeout_s", "core.url_data_max_mb", "core.logging",
+                       "core.logging_level", "core.logging_file", "core.print_params",
+                       "core.print_comp", "core.progress", "core.restart", "core.retries",
+                       "core.checkpoint", "core.hardware")
 """Keys that change how a run is carried out or reported, not its results:
 a run folder holding a run that differs only in these holds the same run."""

@@ -5,7 +5,9 @@
 It can be called from a notebook or a test as well as from ``igm_run``.
 
 The kernel keeps each process's and output's memory (what its initialize
-hook returned) and hands it to that plugin's later hooks. It writes
+hook returned), hands it to that plugin's later hooks, and calls its
+``close()`` (when it has one) as the run ends, completed or not. After each
+process hook it checks the fields that process set for NaN and Inf. It writes
 checkpoints (``core.checkpoint``: every N simulated years, every M minutes
 of wall time, at the end; and whenever a signal asks, see
 :mod:`igm_core.interrupts`) and continues a run from one.
@@ -100,26 +102,43 @@ class CheckpointSchedule:
         self.next_wall = self._wall_after(time.monotonic())
 
 
-def _guarded(plugin: LoadedPlugin, hook: str, state: State, call: Any, **kwargs: Any) -> Any:
-    try:
-        return call(plugin, hook, state=state, **kwargs)
-    except IgmError:
-        raise
-    except (Exception, SystemExit) as exc:
-        where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
-        if isinstance(exc, SystemExit):
-            message = f"{plugin.entry.label} called sys.exit({exc.code}) in {hook}{where}"
-        else:
-            message = f"{plugin.entry.label} failed in {hook}{where}: {type(exc).__name__}: {exc}"
-        raise PluginRuntimeError(message) from exc
+def check_finite(plugin: LoadedPlugin, hook: str, state: State,
+                 before: Mapping[str, Any]) -> None:
+    """Raise PluginRuntimeError naming ``plugin`` and the field when a field
+    it set in ``hook`` (a new value, compared with ``before``) holds NaN or
+    Inf. One reduction per new float field and one device sync per call."""
+    import tensorflow as tf
+
+    changed = {name: value for name, value in state.fields.items()
+               if before.get(name) is not value and _is_float(value)}
+    if not changed:
+        return
+    tensors = {name: tf.convert_to_tensor(value) for name, value in changed.items()}
+    # x * 0 is NaN exactly where x is NaN or Inf: one sum, one sync
+    if math.isfinite(float(tf.add_n([tf.cast(tf.reduce_sum(t * 0), tf.float64)
+                                     for t in tensors.values()]))):
+        return
+    for name, value in tensors.items():
+        bad = int(tf.math.count_nonzero(~tf.math.is_finite(value)))
+        if bad:
+            where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
+            raise PluginRuntimeError(f"{plugin.entry.label} wrote NaN or Inf into field "
+                                     f"'{name}' ({bad} of {tf.size(value)} values) in "
+                                     f"{hook}{where}")
+
+
+def _is_float(value: Any) -> bool:
+    dtype = getattr(value, "dtype", None)  # a TensorFlow or NumPy dtype
+    return bool(getattr(dtype, "is_floating", False) or getattr(dtype, "kind", "") == "f")
 
 
 class _Run:
     """One run's plugins, State, plugin memories and result."""
 
     def __init__(self, plugins: PluginSet, ctx: RunContext, result: RunResult,
-                 checkpoints: CheckpointParams) -> None:
+                 checkpoints: CheckpointParams, signals: interrupts.Interrupts) -> None:
         self.plugins = plugins
+        self.signals = signals
         self.ctx = ctx
         self.result = result
         self.checkpoints = checkpoints
@@ -127,9 +146,33 @@ class _Run:
         self.memories: dict[str, Any] = {}
         self.labels = {p.key: p.entry.label for s in STAGES for p in plugins.stages[s]}
 
+    def _call(self, plugin: LoadedPlugin, hook: str, **kwargs: Any) -> Any:
+        """Call one plugin's hook; anything it raises (SystemExit and a
+        KeyboardInterrupt of its own included) becomes one line naming it;
+        a process's new values of fields are checked for NaN and Inf."""
+        state = self.state
+        before = dict(state.fields)
+        try:
+            returned = self.plugins.call(plugin, hook, state=state, **kwargs)
+        except IgmError:
+            raise
+        except (Exception, SystemExit, KeyboardInterrupt) as exc:
+            if isinstance(exc, KeyboardInterrupt) and not self.signals.raised_without_sigint():
+                raise  # a real Ctrl-C
+            where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
+            if isinstance(exc, SystemExit):
+                message = f"{plugin.entry.label} called sys.exit({exc.code}) in {hook}{where}"
+            else:
+                message = (f"{plugin.entry.label} failed in {hook}{where}: "
+                           f"{type(exc).__name__}: {exc}".rstrip(": "))
+            raise PluginRuntimeError(message) from exc
+        if plugin.entry.stage == "processes":
+            check_finite(plugin, hook, state, before)
+        return returned
+
     def initialize(self, stage: str, hook: str) -> None:
         for p in self.plugins.stages[stage]:
-            returned = _guarded(p, hook, self.state, self.plugins.call, run=self.ctx)
+            returned = self._call(p, hook, run=self.ctx)
             if stage != "inputs":
                 memory = returned[0] if returned else None
                 ckpt.check_memory(p.entry.label, memory)
@@ -137,8 +180,19 @@ class _Run:
 
     def update(self, stage: str, hook: str, **kwargs: Any) -> None:
         for p in self.plugins.stages[stage]:
-            _guarded(p, hook, self.state, self.plugins.call, memory=self.memories.get(p.key),
-                     **kwargs)
+            self._call(p, hook, memory=self.memories.get(p.key), **kwargs)
+
+    def close_memories(self) -> None:
+        """Call ``close()`` on every memory that has one, whatever the run's
+        status (a writer removes its working files); a failure is a warning."""
+        for key, memory in self.memories.items():
+            close = getattr(memory, "close", None)
+            if callable(close):
+                try:
+                    close()
+                except Exception as exc:
+                    log.warning("%s: close() of its memory failed: %s: %s", self.labels[key],
+                                type(exc).__name__, exc)
 
     def restore_memories(self, stage: str, saved: ckpt.Checkpoint) -> None:
         for p in self.plugins.stages[stage]:
@@ -190,8 +244,10 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
     ctx = dataclasses.replace(ctx, plugins=plugins.infos,
                               restart=saved.path if saved is not None else None)
     result.plugins = [dataclasses.asdict(info) for info in ctx.plugins]
+    own_signals = signals is None
+    signals = interrupts.Interrupts() if signals is None else signals
     job = _Run(plugins, ctx, result,
-               checkpoints or CheckpointParams(every_minutes=0.0, at_end=False))
+               checkpoints or CheckpointParams(every_minutes=0.0, at_end=False), signals)
     state = job.state
     for stage in STAGES:
         for p in plugins.stages[stage]:
@@ -199,8 +255,6 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
             state.declare_all(p.provides(), provider=p.entry.label)
 
     status = "failed"
-    own_signals = signals is None
-    signals = interrupts.Interrupts() if signals is None else signals
     try:
         with signals if own_signals else contextlib.nullcontext():
             job.initialize("inputs", "igm_input_initialize")
@@ -270,6 +324,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         raise
     finally:
         plugins.broadcast("igm_run_end", state=state, run=ctx, status=status)
+        job.close_memories()
         result.status = status
         result.steps = state.it
         result.t_end = float(state.t)

@@ -201,7 +201,8 @@ def run_engine(selection: Any, ctx: Any, progress: str, result: Any, placement: 
     RunInterrupted); signals that stop or checkpoint a run are passed on to
     the child."""
     if not placement.fresh_process:
-        return _run_here(selection, ctx, progress, result, placement, checkpoints, restart)
+        return _run_here(selection, ctx, progress, result, placement, checkpoints, restart,
+                         signals)
     from igm_core.errors import PluginRuntimeError, RunInterrupted
     from igm_core.interrupts import CHECKPOINT, STOP
 

@@ -38,7 +38,12 @@ of numbers, strings, lists, dicts, NumPy arrays or TensorFlow tensors and
 NumPy random generators) and ``load_state_dict(d)``; a dataclass without
 them is saved and restored field by field, a dict item by item. A plugin
 that keeps nothing returns None; any other memory is refused when the run
-starts.
+starts. A memory with a ``close()`` method is closed when the run ends,
+completed, interrupted or failed (remove working files there).
+
+After each process hook the kernel checks every float field the process
+set (a new value) for NaN and Inf, and stops the run naming the plugin and
+the field.
 """
 
 from __future__ import annotations

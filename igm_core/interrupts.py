@@ -13,8 +13,10 @@ or the input is read) stops the run at once: there is nothing to save yet,
 and the batch system kills a job that waits (SLURM's KillWait). SIGUSR2
 comes ``signal_delay_s`` before a time limit: the run still makes its first
 step and checkpoints it, so that every attempt of a requeued job advances.
-Handlers can only be set from the main thread; elsewhere the run goes on
-without them. No TensorFlow here.
+``SIGINT`` (Ctrl-C) keeps Python's behaviour (KeyboardInterrupt) but is
+recorded, so that a KeyboardInterrupt a plugin raises itself is told from a
+real Ctrl-C. Handlers can only be set from the main thread; elsewhere the
+run goes on without them. No TensorFlow here.
 """
 
 from __future__ import annotations
@@ -38,11 +40,16 @@ class Interrupts:
         self.received: list[int] = []
         self.previous: dict[int, Any] = {}
         self.looping = False  # set by the engine when the time loop starts
+        self.watching_sigint = False  # whether a Ctrl-C would be recorded
+        self.sigint_received = False
 
     def __enter__(self) -> Interrupts:
         if threading.current_thread() is threading.main_thread():
             for signum in (*STOP, *CHECKPOINT):
                 self.previous[signum] = signal.signal(signum, self._record)
+            if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+                self.previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._ctrl_c)
+                self.watching_sigint = True
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -55,6 +62,15 @@ class Interrupts:
         if signum == signal.SIGTERM and not self.looping:
             raise RunInterrupted(f"interrupted by {name(signum)} before the first time step",
                                  signum)
+
+    def _ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        self.sigint_received = True
+        signal.default_int_handler(signum, frame)
+
+    def raised_without_sigint(self) -> bool:
+        """Whether a KeyboardInterrupt seen now was raised by code, not by
+        a Ctrl-C (only known while SIGINT is watched)."""
+        return self.watching_sigint and not self.sigint_received
 
     @property
     def checkpoint_requested(self) -> bool:

@@ -3,8 +3,9 @@
 Plugins are found through the entry-point groups ``igm.inputs``,
 ``igm.processes`` and ``igm.outputs`` (the built-in ones exactly as a third
 party's). Entry points are read here, not with pluggy's loader, so that a
-name claimed by two distributions fails loudly, and so that plugins run in
-the order the configuration lists them. Listing plugins imports nothing.
+name claimed by two distributions fails loudly (in the runs that select it,
+and in ``igm_run --plugins``), and so that plugins run in the order the
+configuration lists them. Listing plugins imports nothing.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ class PluginEntry:
     value: str
     distribution: str
     version: str
+    clash: str = ""  # the error line when two distributions claim this name
 
     @property
     def label(self) -> str:
@@ -57,7 +59,10 @@ class PluginEntry:
 
     def load(self) -> Any:
         """Import the plugin module (or object); raise a one-line PluginError
-        naming plugin, distribution and the import error."""
+        naming plugin, distribution and the import error (or the two
+        distributions claiming the name)."""
+        if self.clash:
+            raise PluginError(self.clash)
         module_name, _, attr = self.value.partition(":")
         try:
             obj: Any = importlib.import_module(module_name.strip())
@@ -80,7 +85,8 @@ class PluginEntry:
 def discover() -> dict[str, dict[str, PluginEntry]]:
     """All installed plugins, per stage, by name. Imports no plugin.
 
-    Raises PluginError when two distributions claim the same name in a stage.
+    A name that two distributions claim in a stage is kept with its
+    ``clash`` line: loading it (selecting it) raises that error.
     """
     found: dict[str, dict[str, PluginEntry]] = {}
     for stage in STAGES:
@@ -95,12 +101,12 @@ def discover() -> dict[str, dict[str, PluginEntry]]:
                 version=dist.version if dist is not None else "?",
             )
             other = by_name.get(ep.name)
-            if other is not None and other != entry:
-                raise PluginError(
+            if other is not None and dataclasses.replace(other, clash="") != entry:
+                a, b = sorted((other, entry), key=lambda e: (e.distribution, e.value))
+                entry = dataclasses.replace(other, clash=other.clash or (
                     f"two distributions claim {entry.label} (group {GROUP_PREFIX}{stage}): "
-                    f"{other.distribution} {other.version} ({other.value}) and "
-                    f"{entry.distribution} {entry.version} ({entry.value}); uninstall one"
-                )
+                    f"{a.distribution} {a.version} ({a.value}) and "
+                    f"{b.distribution} {b.version} ({b.value}); uninstall one"))
             by_name[ep.name] = entry
         found[stage] = dict(sorted(by_name.items()))
     return found
@@ -125,7 +131,8 @@ def format_listing(found: Mapping[str, Mapping[str, PluginEntry]]) -> str:
             lines.append("  (none installed)")
         width = max((len(e.name) for e in entries), default=0)
         for e in entries:
-            lines.append(f"  {e.name:<{width}}  {e.distribution} {e.version}  ({e.value})")
+            lines.append(f"  {e.name:<{width}}  {e.distribution} {e.version}  ({e.value})"
+                         + (f"\n  {'':<{width}}  CLASH: {e.clash}" if e.clash else ""))
     return "\n".join(lines)
 
 

@@ -100,6 +100,27 @@ class Grid:
         return (int(self.y.size), int(self.x.size))
 
 
+def check_grid(x: Iterable[float], y: Iterable[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Cell-centre coordinates ``x``, ``y`` (m) as float64 arrays, checked:
+    1-D, at least 2 values, strictly ascending, uniform, square cells.
+    Raises ConfigError naming the coordinate otherwise."""
+    xa = np.asarray(x, dtype="float64")
+    ya = np.asarray(y, dtype="float64")
+    for name, c in (("x", xa), ("y", ya)):
+        if c.ndim != 1 or c.size < 2:
+            raise ConfigError(f"grid coordinate '{name}' must be 1-D with at least 2 values")
+        d = np.diff(c)
+        if np.any(d <= 0):
+            raise ConfigError(f"grid coordinate '{name}' must be strictly ascending")
+        if not np.allclose(d, d[0], rtol=1e-6, atol=1e-6 * abs(d[0])):
+            raise ConfigError(f"grid coordinate '{name}' is not uniform (spacing from "
+                              f"{d.min():g} to {d.max():g} m)")
+    if not math.isclose(xa[1] - xa[0], ya[1] - ya[0], rel_tol=1e-6):
+        raise ConfigError(f"grid cells must be square: dx={xa[1] - xa[0]:g} m, "
+                          f"dy={ya[1] - ya[0]:g} m")
+    return xa, ya
+
+
 class State:
     """Grid, fields and clock of one run.
 
@@ -125,20 +146,7 @@ class State:
     def set_grid(self, x: Iterable[float], y: Iterable[float]) -> Grid:
         """Set the grid from cell-centre coordinates (m), ascending and
         uniform with square cells. Raises ConfigError otherwise."""
-        xa = np.asarray(x, dtype="float64")
-        ya = np.asarray(y, dtype="float64")
-        for name, c in (("x", xa), ("y", ya)):
-            if c.ndim != 1 or c.size < 2:
-                raise ConfigError(f"grid coordinate '{name}' must be 1-D with at least 2 values")
-            d = np.diff(c)
-            if np.any(d <= 0):
-                raise ConfigError(f"grid coordinate '{name}' must be strictly ascending")
-            if not np.allclose(d, d[0], rtol=1e-6, atol=1e-6 * abs(d[0])):
-                raise ConfigError(f"grid coordinate '{name}' is not uniform (spacing from "
-                                  f"{d.min():g} to {d.max():g} m)")
-        if not math.isclose(xa[1] - xa[0], ya[1] - ya[0], rel_tol=1e-6):
-            raise ConfigError(f"grid cells must be square: dx={xa[1] - xa[0]:g} m, "
-                              f"dy={ya[1] - ya[0]:g} m")
+        xa, ya = check_grid(x, y)
         grid = Grid(xa, ya)
         object.__setattr__(self, "grid", grid)
         return grid

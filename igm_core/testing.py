@@ -131,10 +131,20 @@ class PluginRun:
         state.it += 1
 
     def finish(self) -> State:
-        """Call the finalize hook; returns the State."""
+        """Call the finalize hook, then close the memory (when it has a
+        ``close()``) as the kernel does at the end of a run; returns the
+        State."""
         hook = "igm_process_finalize" if self.stage == "processes" else "igm_output_finalize"
         self.plugins.call(self.plugin, hook, state=self.state, run=self.ctx, memory=self.memory)
+        self.close()
         return self.state
+
+    def close(self) -> None:
+        """Close the memory as the kernel does when a run ends, completed or
+        not (call it yourself after a simulated failure)."""
+        close = getattr(self.memory, "close", None)
+        if callable(close):
+            close()
 
 
 def run_process(module: ModuleType, state: State, params: Any = None, steps: int = 1,

@@ -68,6 +68,25 @@ def compose(cls: type, values: dict) -> object:
     return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(cls), values))
 
 
+def assert_choice_refused(cls: type, key: str, value: str, allowed: str) -> None:
+    """Composing ``cls`` with ``key=value`` (a dotted key) fails as Hydra
+    reports it: the bad value and the allowed choices, ``[a, b, c]``."""
+    import re
+
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    values: dict = {}
+    target = values
+    *parents, leaf = key.split(".")
+    for part in parents:
+        target = target.setdefault(part, {})
+    target[leaf] = value
+    with pytest.raises(ValidationError, match=re.escape(
+            f"Invalid value '{value}', expected one of {allowed}")):
+        OmegaConf.merge(OmegaConf.structured(cls), values)
+
+
 def write_fake_dist(site: Path, dist: str, version: str, entry_points: dict[str, dict[str, str]],
                     modules: dict[str, str]) -> Path:
     """Make an installed-looking distribution under ``site`` (a folder put on

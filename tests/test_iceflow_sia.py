@@ -7,7 +7,7 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
-from conftest import compose
+from conftest import assert_choice_refused, compose
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
@@ -139,9 +139,7 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("method", "magic", "processes.iceflow.method must be one of"),
     ("numerics.Nz", 1, "processes.iceflow.numerics.Nz must be at least 2"),
-    ("solver.optimizer", "sgd", "processes.iceflow.solver.optimizer must be one of"),
     ("emulator.warmup", -5, r"processes.iceflow.emulator.warmup must be 0 or more, got -5"),
     ("emulator.retrain_freq", -1,
      r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
@@ -155,3 +153,12 @@ def test_bad_parameters_name_the_key(key, value, message) -> None:
     target[leaf] = value
     with pytest.raises(ConfigError, match=message):
         compose(iceflow.Params, values)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("method", "magic", "[emulated, solved, sia, diagnostic]"),
+    ("solver.optimizer", "sgd", "[adam, lbfgs]"),
+    ("emulator.network.activation", "sigmoid", "[leaky_relu, relu, elu, gelu, tanh, swish]"),
+])
+def test_bad_choices_list_the_allowed_values(key, value, allowed) -> None:
+    assert_choice_refused(iceflow.Params, key, value, allowed)

@@ -3,6 +3,7 @@ and one clear error line for each bad input."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import netCDF4
@@ -98,7 +99,7 @@ def test_crop_then_coarsen_trim_and_extend(tmp_path):
     expect = topg[1:7, 2:8].reshape(3, 2, 3, 2).mean(axis=(1, 3))
     np.testing.assert_allclose(state.topg.numpy(), expect, rtol=1e-7)
     np.testing.assert_allclose(state.usurf.numpy(), expect + 1.0, rtol=1e-7)
-    state = load_state(tmp_path, crop=crop, coarsening=local.Coarsening(2, "extend"))
+    state = load_state(tmp_path, crop=crop, coarsening=local.Coarsening(2, local.Boundary.extend))
     np.testing.assert_allclose(state.x, [1125.0, 1225.0, 1325.0, 1425.0])
     assert state.topg.shape == (3, 4)
     np.testing.assert_allclose(state.topg.numpy()[:, -1], topg[[1, 3, 5], 8] + 50.0, rtol=1e-7)
@@ -128,6 +129,18 @@ def test_the_shipped_glacier_loads(tmp_path):
     ("missing x", DataError, "input.nc: missing coordinate variable 'x'"),
     ("nan", DataError, "input.nc: variable 'thk' has 1 NaN or missing values"),
     ("non-uniform", DataError, "input.nc: grid coordinate 'x' is not uniform"),
+    # the file's own grid is checked before coarsening rebuilds uniform coordinates
+    ("non-uniform, coarsened", DataError, "input.nc: grid coordinate 'x' is not uniform "
+                                          "(spacing from 50 to 57 m)"),
+    ("duplicated x, coarsened", DataError, "input.nc: grid coordinate 'x' must be strictly "
+                                           "ascending"),
+    ("negative thk", DataError, "input.nc: variable 'thk' is negative in 48 cells (min -10 m); "
+                                "fix the file, or set inputs.local.negative_thk=clamp"),
+    ("sign-flipped ice", DataError, "input.nc: variable 'thk' is negative in 24 cells"),
+    ("negative usurf - topg", DataError, "input.nc: thk = usurf - topg is negative in 48 cells "
+                                         "(min -5 m)"),
+    ("thk over time", DataError, "input.nc: variable 'thk' is on (time, y, x) with 3 time; "
+                                 "give one 2-D (y, x) field"),
     ("crop outside", ConfigError, "inputs.local.crop.xmax=9999 is outside the domain of"),
     ("mask missing", DataError, "input.nc: missing variable 'icemask', needed by"),
 ])
@@ -147,11 +160,33 @@ def test_bad_inputs_give_one_clear_line(tmp_path, case, error, message):
     elif case == "non-uniform":
         x = x.copy()
         x[-1] += 7.0
+    elif case == "non-uniform, coarsened":
+        x = x.copy()
+        x[-1] += 7.0
+        params["coarsening"] = local.Coarsening(ratio=2)
+    elif case == "duplicated x, coarsened":
+        x = x.copy()
+        x[3] = x[2]
+        params["coarsening"] = local.Coarsening(ratio=2)
+    elif case == "negative thk":
+        fields["thk"] = -fields["thk"]
+    elif case == "sign-flipped ice":
+        fields["thk"] = np.where(xx > 1150, -10.0, 0.0)
+    elif case == "negative usurf - topg":
+        fields = {"topg": fields["topg"], "usurf": fields["topg"] - 5.0}
+    elif case == "thk over time":
+        fields["thk"] = np.stack([fields["thk"]] * 3)
     elif case == "crop outside":
         params["crop"] = local.Crop(xmax=9999.0)
     elif case == "mask missing":
         params["icemask"] = local.IceMask(include=True)
-    path = write_nc(tmp_path / "input.nc", x, y, **fields)
+    if case == "thk over time":
+        path = write_nc(tmp_path / "input.nc", x, y, topg=fields["topg"])
+        with netCDF4.Dataset(path, "a") as ds:
+            ds.createDimension("time", 3)
+            ds.createVariable("thk", "f4", ("time", "y", "x"))[:] = fields["thk"]
+    else:
+        path = write_nc(tmp_path / "input.nc", x, y, **fields)
     if case == "missing x":
         with netCDF4.Dataset(path, "w") as ds:
             ds.createDimension("y", len(y))
@@ -165,11 +200,45 @@ def test_bad_inputs_give_one_clear_line(tmp_path, case, error, message):
     assert "\n" not in text
 
 
+def test_negative_thickness_clamped_on_request_with_a_warning(tmp_path, caplog):
+    x, y, xx, _ = grid()
+    write_nc(tmp_path / "input.nc", x, y, topg=3000.0 + 0 * xx, thk=np.where(xx > 1150, -3.0, 8.0))
+    state = load_state(tmp_path, negative_thk=local.NegativeThickness.clamp)
+    thk = state.thk.numpy()
+    assert thk.min() == 0.0 and np.count_nonzero(thk) == 24  # 4 columns of 6 cells kept
+    assert "variable 'thk' is negative in 24 cells (min -3 m): set to 0" in caplog.text
+
+
+def test_a_single_time_is_read_as_the_field(tmp_path):
+    x, y, xx, _ = grid()
+    path = write_nc(tmp_path / "input.nc", x, y, topg=3000.0 + 0 * xx)
+    with netCDF4.Dataset(path, "a") as ds:
+        ds.createDimension("time", None)
+        ds.createVariable("thk", "f4", ("time", "y", "x"))[0] = 20.0 + 0 * xx
+        ds.createVariable("smb_series", "f4", ("time",))[:] = [1.0]
+    state = load_state(tmp_path)
+    assert state.thk.shape == (6, 8) and float(state.thk.numpy().max()) == 20.0
+    assert "smb_series" not in state
+
+
 @pytest.mark.parametrize(("values", "message"), [
     ({"coarsening": {"ratio": 0}}, "inputs.local.coarsening.ratio must be a positive integer"),
-    ({"coarsening": {"boundary": "wrap"}},
-     "inputs.local.coarsening.boundary must be 'trim' or 'extend', got 'wrap'"),
+    ({"crop": {"ymin": 500.0, "ymax": 200.0}},
+     r"inputs.local.crop.ymin \(500 m\) must be below inputs.local.crop.ymax \(200 m\)"),
 ])
 def test_bad_parameters_are_refused_when_built(values, message):
     with pytest.raises(ConfigError, match=message):
         compose(local.Params, values)
+
+
+@pytest.mark.parametrize(("key", "value", "allowed"), [
+    ("coarsening.boundary", "wrap", "[trim, extend]"),
+    ("negative_thk", "ignore", "[error, clamp]"),
+])
+def test_choices_list_the_allowed_values(key, value, allowed):
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ValidationError
+
+    cfg = OmegaConf.structured(local.Params)
+    with pytest.raises(ValidationError, match=re.escape(f"expected one of {allowed}")):
+        OmegaConf.update(cfg, key, value)

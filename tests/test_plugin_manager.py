@@ -15,7 +15,13 @@ from conftest import write_fake_dist
 import igm_plugins
 from igm_core import Field, hookimpl
 from igm_core.errors import PluginError
-from igm_core.plugins import PluginEntry, PluginSet, discover, unknown_plugin_message
+from igm_core.plugins import (
+    PluginEntry,
+    PluginSet,
+    discover,
+    format_listing,
+    unknown_plugin_message,
+)
 from igm_core.testing import make_state, run_context
 
 
@@ -172,17 +178,20 @@ def test_timing_wrapper_sees_each_plugin(tmp_path):
     assert (row["plugin"], row["hook"], row["calls"]) == ("processes.timed", "update", 3)
 
 
-def test_discover_reports_two_distributions_claiming_one_name(tmp_path, monkeypatch):
+def test_discover_keeps_a_name_claimed_by_two_distributions_as_a_clash(tmp_path, monkeypatch):
     site = tmp_path / "site"
     write_fake_dist(site, "igm-clash", "2.0", {"igm.processes": {"time": "igm_clash.time"}},
                     {"igm_clash.time": "X = 1\n"})
     monkeypatch.syspath_prepend(str(site))
     importlib.invalidate_caches()
-    with pytest.raises(PluginError, match=r"two distributions claim process 'time' "
-                                          r"\(group igm.processes\): ") as err:
-        discover()
-    assert "igm-clash 2.0 (igm_clash.time)" in str(err.value)
-    assert "igm-core 0.1.0 (igm_plugins.processes.time)" in str(err.value)
+    found = discover()  # the other plugins stay usable
+    assert not found["processes"]["thk"].clash
+    with pytest.raises(PluginError) as err:
+        found["processes"]["time"].load()
+    assert str(err.value) == (
+        "two distributions claim process 'time' (group igm.processes): igm-clash 2.0 "
+        "(igm_clash.time) and igm-core 0.1.0 (igm_plugins.processes.time); uninstall one")
+    assert f"CLASH: {err.value}" in format_listing(found)
 
 
 def test_same_name_in_two_stages_is_fine():

@@ -95,6 +95,17 @@ def test_missing_table_file_names_the_key(tmp_path):
     assert "processes.smb_simple.file: 'missing.txt' not found" in str(info.value)
 
 
+def test_unreadable_table_file_names_the_file(tmp_path):
+    path = tmp_path / "smb.txt"
+    path.write_bytes(b"\x89HDF\r\n\x1a\n\xff\xfe binary")  # a netCDF file given by mistake
+    state, _ = elevation_state()
+    with pytest.raises(DataError) as info:
+        run_process(smb_simple, state, smb_simple.Params(file="smb.txt"), steps=0,
+                    output_dir=tmp_path)
+    assert str(info.value).startswith(f"processes.smb_simple.file: cannot read {path} as a text "
+                                      "table (")
+
+
 def test_computed_at_the_first_update_when_the_clock_starts_later(tmp_path):
     state, z = elevation_state(t=float("nan"))  # time comes after smb_simple in the list
     params = smb_simple.Params(array=[HEADER, [0, 0.01, 0.01, 3000, 5.0]], update_freq=10.0)

@@ -7,8 +7,8 @@ from typing import ClassVar
 
 import numpy as np
 import pytest
+from conftest import assert_choice_refused
 
-from igm_core.errors import ConfigError
 from igm_core.testing import ProcessContract, make_state, run_process
 from igm_plugins.processes import vert_flow
 
@@ -70,5 +70,4 @@ def test_no_ice_no_vertical_velocity(tmp_path):
 
 
 def test_bad_method():
-    with pytest.raises(ConfigError, match=r"processes\.vert_flow\.method must be one of"):
-        vert_flow.Params(method="magic")
+    assert_choice_refused(vert_flow.Params, "method", "magic", "[kinematic, incompressibility]")

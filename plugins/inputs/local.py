@@ -3,9 +3,13 @@
 Reads coordinates ``x``, ``y`` (m) and every 2-D field on ``(y, x)``:
 ``topg``, ``thk``, ``usurf`` (m), optional ``icemask``, ``arrhenius``,
 ``slidingco`` and any other (kept in the State under its own name, with
-the file's units). Missing geometry is derived (``thk = 0``,
-``usurf = topg + thk``, ``topg = usurf - thk``); a descending axis is
-flipped. Optional steps, in this order: crop (``crop.xmin/xmax/ymin/ymax``,
+the file's units). A field may carry extra leading dimensions of length
+1 (a single ``time``); more than one time is an error. Missing geometry is
+derived (``thk = 0``, ``usurf = topg + thk``, ``topg = usurf - thk``); a
+descending axis is flipped. The file's own grid is checked (uniform, square
+cells), and NaNs or negative thickness are errors naming the file and the
+variable (``negative_thk: clamp`` sets negative thickness to 0 with a
+warning instead). Optional steps, in this order: crop (``crop.xmin/xmax/ymin/ymax``,
 m), coarsening by block averaging (``coarsening.ratio``, ``boundary`` trim
 or extend), restriction of ice to the mask (``icemask.include``).
 """
@@ -18,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from igm_core import hookimpl
+from igm_core import Choice, hookimpl
 from igm_core.errors import ConfigError, DataError
-from igm_core.state import KNOWN_FIELDS, Field
+from igm_core.state import KNOWN_FIELDS, Field, check_grid
 from igm_plugins._netcdf import open_dataset, read_array
 
 log = logging.getLogger("igm")
@@ -29,18 +33,20 @@ KEY = "inputs.local"
 GEOMETRY = ("topg", "thk", "usurf")
 
 
+class Boundary(Choice):
+    trim = "trim"  # drop the incomplete last block
+    extend = "extend"  # pad the last block by the edge values
+
+
 @dataclass
 class Coarsening:
     ratio: int = 1  # cells of the file per cell of the model grid, along each axis
-    boundary: str = "trim"  # trim: drop the incomplete last block; extend: pad by the edge
+    boundary: Boundary = Boundary.trim  # trim or extend
 
     def __post_init__(self) -> None:
         if self.ratio < 1:
             raise ConfigError(f"{KEY}.coarsening.ratio must be a positive integer, got "
                               f"{self.ratio}")
-        if self.boundary not in ("trim", "extend"):
-            raise ConfigError(f"{KEY}.coarsening.boundary must be 'trim' or 'extend', got "
-                              f"'{self.boundary}'")
 
 
 @dataclass
@@ -50,15 +56,28 @@ class Crop:
     ymin: float | None = None  # m
     ymax: float | None = None  # m
 
+    def __post_init__(self) -> None:
+        for axis in ("x", "y"):
+            lo, hi = getattr(self, f"{axis}min"), getattr(self, f"{axis}max")
+            if lo is not None and hi is not None and not lo < hi:
+                raise ConfigError(f"{KEY}.crop.{axis}min ({lo:g} m) must be below "
+                                  f"{KEY}.crop.{axis}max ({hi:g} m)")
+
 
 @dataclass
 class IceMask:
     include: bool = False  # set thk = 0 outside icemask > 0.5 (needs variable icemask)
 
 
+class NegativeThickness(Choice):
+    error = "error"  # negative thickness stops the run, naming the file and the cells
+    clamp = "clamp"  # set to 0, with a warning giving the number of cells and the minimum
+
+
 @dataclass
 class Params:
     filename: str = "input.nc"  # run folder, core.folder_data, launch folder, or pkg://
+    negative_thk: NegativeThickness = NegativeThickness.error  # error or clamp
     coarsening: Coarsening = field(default_factory=Coarsening)
     crop: Crop = field(default_factory=Crop)
     icemask: IceMask = field(default_factory=IceMask)
@@ -77,9 +96,10 @@ class Grid2D:
     meta: dict[str, Field]
 
 
-def read_file(path: Path) -> Grid2D:
+def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.error) -> Grid2D:
     """Read coordinates and every 2-D field of the netCDF file ``path``;
-    flip descending axes; derive missing geometry; reject NaNs."""
+    flip descending axes; check the grid; derive missing geometry; reject
+    NaNs and (unless ``negative_thk`` is clamp) negative thickness."""
     ds = open_dataset(path)
     with ds:
         for coord in ("x", "y"):
@@ -92,13 +112,10 @@ def read_file(path: Path) -> Grid2D:
         for name, var in ds.variables.items():
             if name in ("x", "y"):
                 continue
-            dims = tuple(var.dimensions)
-            if dims not in (("y", "x"), ("x", "y")):
-                log.debug("%s: variable '%s' on %s is not a 2-D (y, x) field: ignored",
-                          path, name, dims)
+            values = _field_values(ds, name, path)
+            if values is None:
                 continue
-            values = read_array(ds, name)
-            fields[name] = values.T if dims == ("x", "y") else values
+            fields[name] = values
             if name not in KNOWN_FIELDS:
                 attrs = {a: str(var.getncattr(a)) for a in var.ncattrs()}
                 meta[name] = Field(name, attrs.get("units", "1"), attrs.get("long_name", name),
@@ -114,25 +131,64 @@ def read_file(path: Path) -> Grid2D:
     if y[1] < y[0]:
         y = y[::-1]
         fields = {k: v[::-1, :] for k, v in fields.items()}
+    try:  # the file's own grid, before any crop or coarsening rebuilds it
+        check_grid(x, y)
+    except ConfigError as exc:
+        raise DataError(f"{path}: {exc}") from exc
     for name, values in fields.items():
         bad = np.count_nonzero(~np.isfinite(values))
         if bad:
             raise DataError(f"{path}: variable '{name}' has {bad} NaN or missing values")
-    derive_geometry(fields, path)
+    derive_geometry(fields, path, negative_thk)
     return Grid2D(x, y, fields, meta)
 
 
-def derive_geometry(fields: dict[str, np.ndarray], path: Path) -> None:
+def _field_values(ds, name: str, path: Path) -> np.ndarray | None:
+    """Variable ``name`` as a (y, x) array; None for a variable that is not
+    on the grid. Leading dimensions of length 1 are dropped; a known field
+    with a longer extra dimension (several times) is an error."""
+    dims = tuple(ds.variables[name].dimensions)
+    if dims[-2:] not in (("y", "x"), ("x", "y")):
+        log.debug("%s: variable '%s' on %s is not a field on (y, x): ignored", path, name, dims)
+        return None
+    extra = {d: len(ds.dimensions[d]) for d in dims[:-2]}
+    if any(n != 1 for n in extra.values()):
+        if name in KNOWN_FIELDS:
+            raise DataError(f"{path}: variable '{name}' is on ({', '.join(dims)}) with "
+                            + ", ".join(f"{n} {d}" for d, n in extra.items())
+                            + "; give one 2-D (y, x) field, e.g. select one time with "
+                            f"'ncks -d {next(iter(extra))},0'")
+        log.info("%s: variable '%s' on (%s) has more than one %s: ignored", path, name,
+                 ", ".join(dims), next(iter(extra)))
+        return None
+    values = read_array(ds, name).reshape([len(ds.dimensions[d]) for d in dims[-2:]])
+    return values.T if dims[-2:] == ("x", "y") else values
+
+
+def derive_geometry(fields: dict[str, np.ndarray], path: Path,
+                    negative_thk: NegativeThickness = NegativeThickness.error) -> None:
     """Fill in ``thk`` (0), ``usurf`` (topg + thk) or ``topg`` (usurf -
-    thk) in place; raise DataError when neither topg nor usurf exists."""
+    thk) in place; raise DataError when neither topg nor usurf exists, or
+    when the thickness (given or derived) is negative and ``negative_thk``
+    is error."""
     if "topg" not in fields and "usurf" not in fields:
         raise DataError(f"{path}: missing variable 'topg' (bedrock elevation, m); "
                         "give topg, or usurf and thk")
-    if "thk" not in fields:
+    given = "thk" in fields
+    if not given:
         fields["thk"] = (fields["usurf"] - fields["topg"] if "usurf" in fields
                          and "topg" in fields else np.zeros_like(next(iter(fields.values()))))
     if "topg" not in fields:
         fields["topg"] = fields["usurf"] - fields["thk"]
+    negative = np.count_nonzero(fields["thk"] < 0)
+    if negative:
+        what = "variable 'thk'" if given else "thk = usurf - topg"
+        found = (f"{path}: {what} is negative in {negative} cells (min "
+                 f"{fields['thk'].min():.4g} m)")
+        if negative_thk is NegativeThickness.error:
+            raise DataError(f"{found}; fix the file, or set {KEY}.negative_thk=clamp to "
+                            "set it to 0")
+        log.warning("%s: set to 0 (%s.negative_thk=clamp)", found, KEY)
     fields["thk"] = np.maximum(fields["thk"], 0.0)
     fields["usurf"] = fields["topg"] + fields["thk"]
 
@@ -187,7 +243,7 @@ def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
     ratio = params.ratio
     if ratio == 1:
         return grid
-    extend = params.boundary == "extend"
+    extend = params.boundary is Boundary.extend
     x = _coarse_coord(grid.x, ratio, extend)
     y = _coarse_coord(grid.y, ratio, extend)
     if x.size < 2 or y.size < 2:
@@ -201,7 +257,7 @@ def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
 
 def load(params: Params, path: Path) -> Grid2D:
     """Read, crop, coarsen and mask: the grid the model runs on."""
-    grid = read_file(path)
+    grid = read_file(path, params.negative_thk)
     if any(v is not None for v in (params.crop.xmin, params.crop.xmax, params.crop.ymin,
                                    params.crop.ymax)):
         grid = crop(grid, params.crop, path)

@@ -11,7 +11,7 @@
   ``particles.<name>``).
 
 Every file is replaced atomically: ``output.nc`` grows in a private working
-file (``.output.nc.partial``, removed at the end of the run) copied over
+file (``.output.nc.partial``, removed when the run ends, completed or not) copied over
 ``output.nc`` in one rename, so a run killed at any moment leaves the last
 complete file readable.
 
@@ -82,6 +82,10 @@ class Writer:
     restart_dir: Path | None = None
     series: dict[str, list[float]] = field(
         default_factory=lambda: {"time": [], "vol": [], "area": []})
+
+    def close(self) -> None:
+        """Remove the working file (the kernel calls this as the run ends)."""
+        self.work.unlink(missing_ok=True)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps: the names written and the series (one
@@ -269,7 +273,5 @@ def igm_output_update(state, memory: Writer) -> None:
 
 @hookimpl
 def igm_output_finalize(memory: Writer) -> None:
-    if memory.work.exists():
-        memory.work.unlink()
     log.info("%s: wrote %s (%d save times) and %s", KEY, memory.path,
              len(memory.series["time"]), memory.path_ts)

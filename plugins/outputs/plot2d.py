@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from igm_core import hookimpl
+from igm_core import Choice, hookimpl
 from igm_core.errors import ConfigError
 from igm_core.files import atomic_path
 
@@ -32,7 +32,12 @@ log = logging.getLogger("igm")
 KEY = "outputs.plot2d"
 EVERYWHERE = ("topg", "usurf")  # fields drawn outside the ice too
 NON_INTERACTIVE = ("agg", "pdf", "ps", "svg", "pgf", "cairo", "template")
-ANIMATIONS = ("gif", "mp4", "none")
+
+
+class Animation(Choice):
+    gif = "gif"
+    mp4 = "mp4"  # needs ffmpeg (a GIF otherwise)
+    none = "none"
 
 
 @dataclass
@@ -40,15 +45,15 @@ class Params:
     var: str = "velbar_mag"  # field to draw
     var_max: float = 250.0  # upper end of the colour scale (units of var)
     live: bool = False  # also show the map in a window during the run
-    animation: str = "gif"  # gif, mp4 (needs ffmpeg) or none
+    animation: Animation = Animation.gif  # gif, mp4 (needs ffmpeg) or none
     folder: str = "plot2d"  # sub-folder of the run folder for the frames
     cmap: str = "viridis"  # matplotlib colour map
     dpi: int = 100  # resolution of the PNG frames
 
     def __post_init__(self) -> None:
-        if self.animation not in ANIMATIONS:
-            raise ConfigError(f"{KEY}.animation must be one of {', '.join(ANIMATIONS)}, got "
-                              f"'{self.animation}'")
+        for key in ("var_max", "dpi"):
+            if not getattr(self, key) > 0:
+                raise ConfigError(f"{KEY}.{key} must be positive, got {getattr(self, key)}")
 
 
 @dataclass

@@ -90,9 +90,15 @@ def parse_table(rows: list[Any], where: str) -> dict[str, np.ndarray]:
 
 def read_table_file(path: Path) -> list[list[str]]:
     """Rows of a whitespace- or comma-separated text table (``#`` comments
-    and blank lines skipped)."""
+    and blank lines skipped); DataError naming the file when it cannot be
+    read as text."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DataError(f"{KEY}.file: cannot read {path} as a text table "
+                        f"({type(exc).__name__}: {exc})") from exc
     rows = []
-    for line in path.read_text().splitlines():
+    for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
         if line:
             rows.append([v for v in re.split(r"[,\s]+", line) if v])

@@ -40,23 +40,25 @@ from typing import Any
 
 import numpy as np
 
-from igm_core import hookimpl
+from igm_core import Choice, hookimpl
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
 
 KEY = "processes.thk"
-SLOPES = ("superbee", "minmod", "upwind")
+
+
+class Slope(Choice):
+    superbee = "superbee"  # second order, sharpest fronts
+    minmod = "minmod"  # second order, most diffusive of the limiters
+    upwind = "upwind"  # first order
 
 
 @dataclass
 class Params:
-    slope_type: str = "superbee"  # slope limiter: superbee, minmod or upwind (first order)
+    slope_type: Slope = Slope.superbee  # slope limiter: superbee, minmod or upwind (first order)
     # stop when the ice volume exceeds this many times max(initial, 10 m over the domain)
     volume_growth_max: float = 100.0
 
     def __post_init__(self) -> None:
-        if self.slope_type not in SLOPES:
-            raise ConfigError(f"{KEY}.slope_type must be one of {', '.join(SLOPES)}, got "
-                              f"'{self.slope_type}'")
         if not self.volume_growth_max > 1:
             raise ConfigError(f"{KEY}.volume_growth_max must be more than 1, got "
                               f"{self.volume_growth_max}")

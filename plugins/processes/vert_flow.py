@@ -24,21 +24,19 @@ from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any
 
-from igm_core import hookimpl
-from igm_core.errors import ConfigError
+from igm_core import Choice, hookimpl
 
 KEY = "processes.vert_flow"
-METHODS = ("kinematic", "incompressibility")
+
+
+class Method(Choice):
+    kinematic = "kinematic"  # from the kinematic boundary condition at the bed and surface
+    incompressibility = "incompressibility"  # integrated upwards from the bed
 
 
 @dataclass
 class Params:
-    method: str = "kinematic"  # kinematic or incompressibility
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ConfigError(f"{KEY}.method must be one of {', '.join(METHODS)}, got "
-                              f"'{self.method}'")
+    method: Method = Method.kinematic  # kinematic or incompressibility
 
 
 requires = ("U", "V", "zeta", "thk", "topg")

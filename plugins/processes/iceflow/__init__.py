@@ -29,14 +29,32 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from igm_core import Field, hookimpl
+from igm_core import Choice, Field, hookimpl
 from igm_core.errors import ConfigError
 
 KEY = "processes.iceflow"
 
-METHODS = ("emulated", "solved", "sia", "diagnostic")
-OPTIMIZERS = ("adam", "lbfgs")
-ACTIVATIONS = ("leaky_relu", "relu", "elu", "gelu", "tanh", "swish")
+
+
+class Method(Choice):
+    emulated = "emulated"  # the CNN emulator, retrained on the energy as the run goes
+    solved = "solved"  # the energy minimised on the grid at every update
+    sia = "sia"  # the shallow-ice approximation (closed form)
+    diagnostic = "diagnostic"  # emulated, compared with solved at every update
+
+
+class Optimizer(Choice):
+    adam = "adam"
+    lbfgs = "lbfgs"
+
+
+class Activation(Choice):
+    leaky_relu = "leaky_relu"
+    relu = "relu"
+    elu = "elu"
+    gelu = "gelu"
+    tanh = "tanh"
+    swish = "swish"
 
 
 @dataclass
@@ -67,7 +85,7 @@ class NumericsParams:
 
 @dataclass
 class SolverParams:
-    optimizer: str = "lbfgs"  # adam | lbfgs
+    optimizer: Optimizer = Optimizer.lbfgs  # adam | lbfgs
     step_size: float = 1.0  # Adam learning rate / L-BFGS first step (m/yr)
     nbitmax: int = 300  # most iterations per solve
     stop_rtol: float = 1e-6  # stop when the energy drops less than this (relative) ...
@@ -79,7 +97,7 @@ class NetworkParams:
     nb_layers: int = 8  # hidden convolution layers
     nb_out_filter: int = 32  # channels of each hidden layer
     conv_ker_size: int = 3  # kernel size (odd)
-    activation: str = "leaky_relu"  # leaky_relu | relu | elu | gelu | tanh | swish
+    activation: Activation = Activation.leaky_relu  # leaky_relu | relu | elu | gelu | tanh | swish
 
 
 @dataclass
@@ -98,7 +116,7 @@ class EmulatorParams:
 
 @dataclass
 class Params:
-    method: str = "emulated"  # emulated | solved | sia | diagnostic
+    method: Method = Method.emulated  # emulated | solved | sia | diagnostic
     physics: PhysicsParams = field(default_factory=PhysicsParams)
     numerics: NumericsParams = field(default_factory=NumericsParams)
     solver: SolverParams = field(default_factory=SolverParams)
@@ -111,11 +129,6 @@ class Params:
 def check_params(p: Params) -> None:
     """Raise ConfigError on a parameter outside its allowed values (run when
     the configuration builds ``Params``)."""
-    choices = (("method", p.method, METHODS), ("solver.optimizer", p.solver.optimizer, OPTIMIZERS),
-               ("emulator.network.activation", p.emulator.network.activation, ACTIVATIONS))
-    for key, value, allowed in choices:
-        if value not in allowed:
-            raise ConfigError(f"{KEY}.{key} must be one of {', '.join(allowed)}, got {value!r}")
     positive = (("numerics.vert_spacing", p.numerics.vert_spacing),
                 ("physics.exp_glen", p.physics.exp_glen),
                 ("physics.exp_weertman", p.physics.exp_weertman),
@@ -137,7 +150,7 @@ def check_params(p: Params) -> None:
         raise ConfigError(f"{KEY}.numerics.Nz must be at least 2, got {p.numerics.Nz}")
     if p.numerics.staggered and p.method != "sia":
         raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
-                          f"{p.method!r}")
+                          f"'{p.method}'")
     if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
             "emulated", "diagnostic"):
         raise ConfigError(f"{KEY}.emulator.pretrained is false: set emulator.nbit_init > 0 to "

@@ -175,7 +175,7 @@ class IceFlow:
                               f"this configuration {tuple(self.X.shape)} (numerics.Nz differs?)")
         if (saved["emulator"] is None) != (self.emulator is None):
             raise ConfigError(f"{KEY}: the checkpoint was written with another method "
-                              f"(the configuration has method {self.p.method!r})")
+                              f"(the configuration has method '{self.p.method}')")
         self.X = X
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])

@@ -1,0 +1,131 @@
+"""Faults of plugins and of the machine: each is one ``igm_run: error:`` line
+naming its cause, recorded in igm.log, and leaves nothing half-written."""
+
+from __future__ import annotations
+
+import json
+
+import netCDF4
+from conftest import run_igm, write_fake_dist
+from test_cli import BASIC, one_line_error, output_dirs
+
+PLUGIN_HEAD = """
+from dataclasses import dataclass
+import numpy as np
+from igm_core import hookimpl
+
+@dataclass
+class Params:
+    pass
+"""
+
+MELTER = PLUGIN_HEAD + """
+@hookimpl
+def igm_process_update(state):
+    if state.it == 1:  # a third-party melt that divides by zero in one cell
+        thk = state.thk.numpy()
+        thk[3, 4] = np.nan
+        state.thk = thk
+"""
+
+CTRL_C = PLUGIN_HEAD + """
+@hookimpl
+def igm_process_update(state):
+    raise KeyboardInterrupt
+"""
+
+SUMMARY_BREAKER = PLUGIN_HEAD + """
+import os
+
+@hookimpl
+def igm_process_finalize(run):
+    # the final run_summary.json cannot be written (as on a full disk)
+    path = run.output_dir / "run_summary.json"
+    os.remove(path)
+    os.makedirs(path / "blocked")
+"""
+
+
+def fake_plugin(tmp_path, name: str, source: str) -> dict[str, str]:
+    site = write_fake_dist(tmp_path / "site", f"igm-{name}", "1.0",
+                           {"igm.processes": {name: f"igm_{name}.plugin"}},
+                           {f"igm_{name}.plugin": source})
+    return {"PYTHONPATH": str(site)}
+
+
+def test_nan_written_by_a_plugin_names_it_and_the_field(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,melter]", "outputs=[local]"], cwd,
+                   env=fake_plugin(tmp_path, "melter", MELTER))
+    line = one_line_error(proc)
+    assert line == ("igm_run: error: process 'melter' wrote NaN or Inf into field 'thk' (1 of 168 "
+                    "values) in igm_process_update at t=2001 yr (step 1)")
+    [run_dir] = output_dirs(cwd)
+    assert line in (run_dir / "igm.log").read_text()
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert summary["status"] == "failed" and summary["error"] == line.removeprefix(
+        "igm_run: error: ")
+    # the save before the failure is complete; the working file is gone
+    with netCDF4.Dataset(run_dir / "output.nc") as ds:
+        assert list(ds["time"][:]) == [2000.0]
+    assert [p.name for p in run_dir.iterdir() if p.name.startswith(".")] == [".hydra"]
+
+
+def test_a_plugin_raising_keyboardinterrupt_is_one_error_line(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,ctrlc]"], cwd,
+                   env=fake_plugin(tmp_path, "ctrlc", CTRL_C))
+    assert proc.returncode == 1
+    assert one_line_error(proc) == ("igm_run: error: process 'ctrlc' failed in igm_process_update "
+                                    "at t=2000 yr (step 0): KeyboardInterrupt")
+
+
+def test_a_summary_that_cannot_be_written_leaves_the_run_completed(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,breaker]"], cwd,
+                   env=fake_plugin(tmp_path, "breaker", SUMMARY_BREAKER))
+    assert proc.returncode == 0, proc.stderr
+    assert "igm_run: error" not in proc.stderr
+    [warning] = [ln for ln in (proc.stdout + proc.stderr).splitlines() if "could not write" in ln]
+    assert "run_summary.json (Is a directory): the run completed" in warning
+    assert "run completed" in proc.stdout + proc.stderr
+
+
+def test_a_plugin_listed_twice_is_refused(experiment_dir):
+    cwd = experiment_dir("params", BASIC)
+    line = one_line_error(run_igm(["+experiment=params", "processes=[time,time]"], cwd))
+    assert line == ("igm_run: error: processes lists 'time' 2 times: a plugin runs once per step, "
+                    "list it once")
+
+
+BROKEN_IMPORT = "import not_a_real_package_xyz\n"
+
+
+def test_the_import_error_shows_whatever_key_is_given(experiment_dir, tmp_path):
+    env = fake_plugin(tmp_path, "exploder", BROKEN_IMPORT)
+    body = BASIC.replace("processes:\n", "processes:\n  exploder:\n    foo: 1\n")
+    for args, text in ((["processes=[time,exploder]", "+processes.exploder.foo=1"], BASIC),
+                       (["processes=[time,exploder]"], body)):
+        cwd = experiment_dir("params", text)
+        line = one_line_error(run_igm(["+experiment=params", *args], cwd, env=env))
+        assert line.startswith("igm_run: error: process 'exploder' (distribution igm-exploder "
+                               "1.0) failed to import 'igm_exploder.plugin'"), line
+        assert "No module named 'not_a_real_package_xyz'" in line
+
+
+def test_a_name_claimed_twice_blocks_only_the_runs_selecting_it(experiment_dir, tmp_path):
+    site = write_fake_dist(tmp_path / "site", "igm-rival", "2.0",
+                           {"igm.processes": {"particles": "igm_rival.particles"}},
+                           {"igm_rival.particles": "X = 1\n"})
+    env = {"PYTHONPATH": str(site)}
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params"], cwd, env=env)
+    assert proc.returncode == 0, proc.stderr
+    listing = run_igm(["--plugins"], cwd, env=env)
+    assert listing.returncode == 0, listing.stderr
+    assert ("CLASH: two distributions claim process 'particles' (group igm.processes): igm-core "
+            "0.1.0 (igm_plugins.processes.particles) and igm-rival 2.0 (igm_rival.particles); "
+            "uninstall one") in listing.stdout
+    line = one_line_error(run_igm(["+experiment=params", "processes=[time,particles]"], cwd,
+                                  env=env))
+    assert "two distributions claim process 'particles'" in line
