@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import netCDF4
+import pytest
 from conftest import run_igm, write_fake_dist
 from test_cli import BASIC, one_line_error, output_dirs
 
@@ -129,3 +130,31 @@ def test_a_name_claimed_twice_blocks_only_the_runs_selecting_it(experiment_dir, 
     line = one_line_error(run_igm(["+experiment=params", "processes=[time,particles]"], cwd,
                                   env=env))
     assert "two distributions claim process 'particles'" in line
+
+
+NO_TENSORFLOW = "raise ImportError('TensorFlow imported before the parameters were checked')\n"
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["processes.time.cfl=50"], "processes.time.cfl must be in (0, 1]"),
+    (["core.progress=sometimes"], "Invalid value 'sometimes', expected one of "
+                                  "[auto, bar, log, off] (key 'core.progress')"),
+    (["core.objective=mass"], "expected one of [volume, area, volume_change, "
+                              "volume_change_misfit] (key 'core.objective')"),
+    (["processes.thk.slope_type=vanleer"], "expected one of [superbee, minmod, upwind]"),
+    (["processes.iceflow.method=magic"], "expected one of [emulated, solved, sia, diagnostic]"),
+    (["processes.iceflow.physics.init_arrhenius=-1"],
+     "processes.iceflow.physics.init_arrhenius must be positive, got -1.0"),
+    (["processes.smb_simple.array=[[time,ela],[0,1]]"],
+     "processes.smb_simple.array: header ['time', 'ela'] lacks column(s) gradabl, gradacc"),
+    (["inputs.local.crop.xmin=5000", "inputs.local.crop.xmax=100"],
+     "inputs.local.crop.xmin (5000 m) must be below inputs.local.crop.xmax (100 m)"),
+    (["inputs.local.coarsening.ratio=0"], "inputs.local.coarsening.ratio must be a positive"),
+    (["processes=[smb_simple,iceflow,time,thk,thk]"], "processes lists 'thk' 2 times"),
+    (["core.url_data_sha256=abc"], "core.url_data_sha256: expected '' or 64 hexadecimal"),
+])
+def test_bad_parameters_stop_before_tensorflow_starts(tmp_path, args, message):
+    # TensorFlow cannot even be imported here: the line must come before it
+    site = write_fake_dist(tmp_path / "site", "fake-tf", "0", {}, {"tensorflow": NO_TENSORFLOW})
+    line = one_line_error(run_igm(args, tmp_path, env={"PYTHONPATH": str(site)}))
+    assert message in line
