@@ -4,7 +4,9 @@
 ``igm_core.conf`` (shipped), ``./experiment/NAME.yaml`` and the command
 line, validates it against the core's and every plugin's ``Params``
 dataclass, runs :func:`igm_core.engine.run` and returns the run's objective.
-``igm_run --plugins`` lists the installed plugins.
+``igm_run --plugins`` lists the installed plugins, ``--summary`` tabulates a
+sweep, ``--resume`` continues a run or sweep, ``--version`` prints igm-core's
+version; ``python -m igm_core`` is ``igm_run``.
 """
 
 from __future__ import annotations
@@ -390,6 +392,13 @@ def _debug_requested(argv: list[str]) -> bool:
 def main() -> None:
     """Console script ``igm_run``."""
     argv = sys.argv[1:]
+    if "--version" in argv:
+        from importlib.metadata import version
+
+        import igm_core
+
+        print(f"igm_run (igm-core {igm_core.__version__}; Hydra {version('hydra-core')})")
+        return
     if "--plugins" in argv:
         try:
             print(format_listing(discover()))

@@ -22,7 +22,9 @@ from igm_core.errors import ConfigError, FieldError
 class Field:
     """Metadata of a State field.
 
-    ``units`` follow UDUNITS/CF spelling (``m``, ``m a-1``, ``MPa``);
+    ``units`` follow UDUNITS/CF spelling (``m``, ``m yr-1``, ``MPa``;
+    ``a`` is the are, 100 m2, to UDUNITS, never the year); ``standard_name``
+    is a name of the CF standard name table or None;
     ``dims`` is ``("y", "x")`` for 2-D fields, ``("z", "y", "x")`` for
     fields on the ice-flow levels, or names ``x_face``/``y_face`` for a
     field staggered onto the cell faces (one more value than cells along
@@ -50,44 +52,55 @@ KNOWN_FIELDS: dict[str, Field] = {
         _f("thk", "m", "ice thickness", "land_ice_thickness"),
         _f("usurf", "m", "ice surface elevation", "surface_altitude"),
         _f("icemask", "1", "mask of the glacier outline (1 = ice allowed)"),
-        _f("smb", "m a-1", "surface mass balance (ice equivalent)",
-           "land_ice_surface_specific_mass_balance"),
-        _f("arrhenius", "MPa-3 a-1", "Glen's flow rate factor A"),
-        _f("slidingco", "MPa a(1/3) m(-1/3)", "Weertman sliding coefficient C"),
-        _f("ubar", "m a-1", "depth-averaged ice velocity, x component"),
-        _f("vbar", "m a-1", "depth-averaged ice velocity, y component"),
-        _f("uvelsurf", "m a-1", "surface ice velocity, x component"),
-        _f("vvelsurf", "m a-1", "surface ice velocity, y component"),
-        _f("wvelsurf", "m a-1", "surface ice velocity, vertical component"),
-        _f("uvelbase", "m a-1", "basal ice velocity, x component"),
-        _f("vvelbase", "m a-1", "basal ice velocity, y component"),
-        _f("ubar_xface", "m a-1", "depth-averaged ice velocity, x component, on the x-faces "
+        _f("smb", "m yr-1", "surface mass balance (ice equivalent)",
+           "land_ice_surface_specific_mass_balance_rate"),
+        _f("arrhenius", "MPa-3 yr-1", "Glen's flow rate factor A"),
+        # C in tau_b = C (|u_b| / u_0)^(1/m) |u_b|^-1 u_b with u_0 = 1 m yr-1 (m = 3): a
+        # stress; the same number as C in MPa yr^(1/m) m^(-1/m), which UDUNITS cannot spell
+        _f("slidingco", "MPa", "Weertman sliding coefficient C: basal shear stress at a "
+           "sliding speed of 1 m yr-1"),
+        _f("ubar", "m yr-1", "depth-averaged ice velocity, x component",
+           "land_ice_vertical_mean_x_velocity"),
+        _f("vbar", "m yr-1", "depth-averaged ice velocity, y component",
+           "land_ice_vertical_mean_y_velocity"),
+        _f("uvelsurf", "m yr-1", "surface ice velocity, x component",
+           "land_ice_surface_x_velocity"),
+        _f("vvelsurf", "m yr-1", "surface ice velocity, y component",
+           "land_ice_surface_y_velocity"),
+        _f("wvelsurf", "m yr-1", "surface ice velocity, vertical component",
+           "land_ice_surface_upward_velocity"),
+        _f("uvelbase", "m yr-1", "basal ice velocity, x component", "land_ice_basal_x_velocity"),
+        _f("vvelbase", "m yr-1", "basal ice velocity, y component", "land_ice_basal_y_velocity"),
+        _f("ubar_xface", "m yr-1", "depth-averaged ice velocity, x component, on the x-faces "
            "of the cells (ny, nx+1)", dims=("y", "x_face")),
-        _f("vbar_yface", "m a-1", "depth-averaged ice velocity, y component, on the y-faces "
+        _f("vbar_yface", "m yr-1", "depth-averaged ice velocity, y component, on the y-faces "
            "of the cells (ny+1, nx)", dims=("y_face", "x")),
-        _f("velbar_mag", "m a-1", "magnitude of the depth-averaged ice velocity"),
-        _f("velsurf_mag", "m a-1", "magnitude of the surface ice velocity",
-           "land_ice_surface_velocity"),
-        _f("U", "m a-1", "ice velocity, x component, on the vertical levels", dims=_3D),
-        _f("V", "m a-1", "ice velocity, y component, on the vertical levels", dims=_3D),
-        _f("W", "m a-1", "ice velocity, vertical component, on the vertical levels",
+        _f("velbar_mag", "m yr-1", "magnitude of the depth-averaged ice velocity"),
+        _f("velsurf_mag", "m yr-1", "magnitude of the surface ice velocity"),
+        _f("U", "m yr-1", "ice velocity, x component, on the vertical levels",
+           "land_ice_x_velocity", dims=_3D),
+        _f("V", "m yr-1", "ice velocity, y component, on the vertical levels",
+           "land_ice_y_velocity", dims=_3D),
+        _f("W", "m yr-1", "ice velocity, vertical component, on the vertical levels",
            dims=_3D),
-        _f("divflux", "m a-1", "divergence of the ice flux"),
+        _f("divflux", "m yr-1", "divergence of the ice flux"),
     )
 }
 """Metadata of the fields that several plugins share."""
 
 _CLOCK = ("t", "dt", "it", "t_end", "saveresult")
-_RESERVED = {"grid", "fields", *_CLOCK}
+_RESERVED = {"grid", "credits", "fields", *_CLOCK}
 
 
 @dataclass(frozen=True)
 class Grid:
     """A regular grid: cell centres ``x`` (nx,) and ``y`` (ny,) in metres,
-    ascending, square cells of side ``dx`` metres."""
+    ascending, square cells of side ``dx`` metres; ``crs``: its map
+    projection as WKT (None when the input gives none)."""
 
     x: np.ndarray
     y: np.ndarray
+    crs: str | None = None
 
     @property
     def dx(self) -> float:
@@ -133,6 +146,9 @@ class State:
 
     def __init__(self) -> None:
         object.__setattr__(self, "grid", None)
+        # global attributes of the input that outputs carry (its title,
+        # source, institution, references, license), set by the input plugin
+        object.__setattr__(self, "credits", {})
         object.__setattr__(self, "fields", {})
         object.__setattr__(self, "_meta", {})
         object.__setattr__(self, "_providers", {})
@@ -143,11 +159,12 @@ class State:
         self.saveresult = False
 
     # -- grid -------------------------------------------------------------
-    def set_grid(self, x: Iterable[float], y: Iterable[float]) -> Grid:
+    def set_grid(self, x: Iterable[float], y: Iterable[float], crs: str | None = None) -> Grid:
         """Set the grid from cell-centre coordinates (m), ascending and
-        uniform with square cells. Raises ConfigError otherwise."""
+        uniform with square cells, in the map projection ``crs`` (WKT, or
+        None). Raises ConfigError otherwise."""
         xa, ya = check_grid(x, y)
-        grid = Grid(xa, ya)
+        grid = Grid(xa, ya, crs)
         object.__setattr__(self, "grid", grid)
         return grid
 

@@ -289,3 +289,19 @@ def test_a_plugin_calling_sys_exit_is_one_error_line(experiment_dir, tmp_path):
                                   env={"PYTHONPATH": str(site)}))
     assert line == ("igm_run: error: process 'quitter' called sys.exit(3) in igm_process_update "
                     "at t=2000 yr (step 0)")
+
+
+def test_help_lists_every_flag_and_version_is_igm_core(tmp_path):
+    import igm_core
+
+    helptext = run_igm(["--help"], tmp_path)
+    assert helptext.returncode == 0, helptext.stderr
+    for flag in ("--plugins", "--summary", "--resume", "--version", "--multirun", "--cfg",
+                 "+experiment=NAME"):
+        assert flag in helptext.stdout, flag
+    assert "processes: iceflow, particles, smb_simple, thk, time, vert_flow" in helptext.stdout
+    expected = f"igm_run (igm-core {igm_core.__version__}; Hydra "
+    assert run_igm(["--version"], tmp_path).stdout.startswith(expected)
+    module = subprocess.run([sys.executable, "-m", "igm_core", "--version"], cwd=tmp_path,
+                            capture_output=True, text=True, timeout=120)
+    assert module.returncode == 0 and module.stdout.startswith(expected), module.stderr

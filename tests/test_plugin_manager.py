@@ -226,7 +226,7 @@ def test_kit_runs_a_process_and_checks_its_fields(tmp_path):
         from dataclasses import dataclass
         from igm_core import Field, hookimpl
         requires = ("thk",)
-        provides = (Field("thinning", "m a-1", "thinning rate"), "thk")
+        provides = (Field("thinning", "m yr-1", "thinning rate"), "thk")
         @dataclass
         class Params:
             rate: float = 2.0  # m/yr

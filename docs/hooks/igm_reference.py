@@ -309,9 +309,10 @@ def fields_page() -> str:
         "",
         "Generated when this site was built from `igm_core.state.KNOWN_FIELDS` and the "
         "`provides` and `requires` declarations of every installed plugin. Outputs write "
-        "these units (UDUNITS spelling: `a` is the year, `m a-1` is m/yr) and long names into "
-        "their files. Dimensions: `(y, x)` fields are "
-        "`(ny, nx)`, `(z, y, x)` fields are on the ice-flow levels.",
+        "these units (UDUNITS spelling, which cf-units and every CF tool read: `m yr-1`; "
+        "`a` would be the are, 100 m2), CF standard names and long names into their files. "
+        "Dimensions: `(y, x)` fields are `(ny, nx)`, `(z, y, x)` fields are on the ice-flow "
+        "levels.",
         "",
         "| field | units | long name | dims | provided by | required by |",
         "|---|---|---|---|---|---|",

@@ -16,6 +16,7 @@ or extend), restriction of ice to the mask (``icemask.include``).
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +26,7 @@ import numpy as np
 from igm_core import Choice, hookimpl
 from igm_core.errors import ConfigError, DataError
 from igm_core.state import KNOWN_FIELDS, Field, check_grid
-from igm_plugins._netcdf import open_dataset, read_array
+from igm_plugins._netcdf import CREDITS, crs_name, open_dataset, read_array, read_crs
 
 log = logging.getLogger("igm")
 
@@ -88,12 +89,15 @@ provides = GEOMETRY
 
 @dataclass
 class Grid2D:
-    """Coordinates (m, ascending) and 2-D fields (float64, (ny, nx))."""
+    """Coordinates (m, ascending) and 2-D fields (float64, (ny, nx)), the
+    map projection (WKT or None) and the file's credits (global attributes)."""
 
     x: np.ndarray
     y: np.ndarray
     fields: dict[str, np.ndarray]
     meta: dict[str, Field]
+    crs: str | None = None
+    credits: dict[str, str] = field(default_factory=dict)
 
 
 def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.error) -> Grid2D:
@@ -107,6 +111,8 @@ def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.er
                 raise DataError(f"{path}: missing coordinate variable '{coord}'")
         x = read_array(ds, "x").ravel()
         y = read_array(ds, "y").ravel()
+        crs = read_crs(ds, path)
+        credits = {k: str(ds.getncattr(k)) for k in CREDITS if k in ds.ncattrs()}
         fields: dict[str, np.ndarray] = {}
         meta: dict[str, Field] = {}
         for name, var in ds.variables.items():
@@ -140,7 +146,7 @@ def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.er
         if bad:
             raise DataError(f"{path}: variable '{name}' has {bad} NaN or missing values")
     derive_geometry(fields, path, negative_thk)
-    return Grid2D(x, y, fields, meta)
+    return Grid2D(x, y, fields, meta, crs, credits)
 
 
 def _field_values(ds, name: str, path: Path) -> np.ndarray | None:
@@ -215,8 +221,8 @@ def crop(grid: Grid2D, params: Crop, path: Path) -> Grid2D:
                               f"{keep.size} cell(s) of {path}; at least 2 are needed")
         slices.append(slice(keep[0], keep[-1] + 1))
     sx, sy = slices
-    return Grid2D(grid.x[sx], grid.y[sy], {k: v[sy, sx] for k, v in grid.fields.items()},
-                  grid.meta)
+    return dataclasses.replace(grid, x=grid.x[sx], y=grid.y[sy],
+                               fields={k: v[sy, sx] for k, v in grid.fields.items()})
 
 
 def _blocks(values: np.ndarray, ratio: int, extend: bool) -> np.ndarray:
@@ -252,7 +258,7 @@ def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
     fields = {k: _blocks(v, ratio, extend) for k, v in grid.fields.items()}
     if "icemask" in fields:
         fields["icemask"] = (fields["icemask"] > 0.5).astype("float64")
-    return Grid2D(x, y, fields, grid.meta)
+    return dataclasses.replace(grid, x=x, y=y, fields=fields)
 
 
 def load(params: Params, path: Path) -> Grid2D:
@@ -282,12 +288,14 @@ def igm_input_initialize(params: Params, state, run) -> None:
                         f"{run.output_dir}, {run.data_dir} or {run.launch_dir}")
     grid = load(params, path)
     try:
-        state.set_grid(grid.x, grid.y)
+        state.set_grid(grid.x, grid.y, grid.crs)
     except ConfigError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    state.credits.update(grid.credits)
     for name, values in grid.fields.items():
         if name in grid.meta:
             state.declare(grid.meta[name], provider=f"input 'local' ({path.name})")
         setattr(state, name, tf.constant(values, dtype=tf.float32))
-    log.info("input %s: %d x %d cells of %g m, fields %s", path, grid.x.size, grid.y.size,
-             state.dx, ", ".join(sorted(grid.fields)))
+    log.info("input %s: %d x %d cells of %g m, fields %s; %s", path, grid.x.size, grid.y.size,
+             state.dx, ", ".join(sorted(grid.fields)),
+             f"projection {crs_name(grid.crs)}" if grid.crs else "no map projection given")

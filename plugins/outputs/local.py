@@ -43,7 +43,10 @@ from igm_core.files import atomic_path
 from igm_core.state import Field
 from igm_plugins._netcdf import (
     add_coordinate,
+    add_grid,
+    add_time,
     copy_first_records,
+    days,
     define_variable,
     global_attributes,
     open_dataset,
@@ -54,7 +57,6 @@ log = logging.getLogger("igm")
 KEY = "outputs.local"
 DEFAULT_VARS = ("topg", "usurf", "thk", "smb", "velbar_mag", "velsurf_mag", "uvelsurf",
                 "vvelsurf", "wvelsurf")
-TIME = Field("time", "yr", "time (calendar year)", dims=("time",))
 SERIES = (Field("vol", "km3", "ice volume", dims=("time",)),
           Field("area", "km2", "ice-covered area", dims=("time",)))
 
@@ -147,20 +149,18 @@ def create_work_file(w: Writer, state) -> None:
     """The working file: coordinates, then empty time-dependent variables."""
     with open_dataset(w.work, "w") as ds:
         ds.setncatts(w.attrs)
-        ds.createDimension("time", None)
-        tvar = define_variable(ds, "time", ("time",), TIME, dtype="f8")
-        tvar.axis = "T"
-        add_coordinate(ds, "y", state.y, "m", "y coordinate (cell centre)", axis="Y")
-        add_coordinate(ds, "x", state.x, "m", "x coordinate (cell centre)", axis="X")
+        add_time(ds)
+        mapping = add_grid(ds, state.grid)
         levels = [np.shape(state.get(n))[0] for n in w.names if np.ndim(state.get(n)) == 3]
         if levels:
             zeta = (np.asarray(state.get("zeta")) if state.has("zeta")
                     else np.linspace(0.0, 1.0, levels[0]))
             add_coordinate(ds, "z", zeta, "1", "relative height above the bed (0 bed, 1 surface)",
                            axis="Z")
+            ds["z"].positive = "up"
         for name in w.names:
             dims = ("time", "z", "y", "x") if np.ndim(state.get(name)) == 3 else ("time", "y", "x")
-            define_variable(ds, name, dims, state.meta(name))
+            define_variable(ds, name, dims, state.meta(name), grid_mapping=mapping)
 
 
 def append_frame(w: Writer, state) -> None:
@@ -170,7 +170,7 @@ def append_frame(w: Writer, state) -> None:
         create_work_file(w, state)
     with open_dataset(w.work, "a") as ds:
         k = ds.dimensions["time"].size
-        ds["time"][k] = float(state.t)
+        ds["time"][k] = days(float(state.t))
         for name in w.names:
             value = state.get(name)
             ds[name][k] = np.nan if value is None else np.asarray(value, dtype="float32")
@@ -190,8 +190,7 @@ def write_series(w: Writer) -> None:
     """Write ``output_ts.nc`` from the series."""
     with atomic_path(w.path_ts) as tmp, open_dataset(tmp, "w") as ds:
         ds.setncatts(w.attrs)
-        ds.createDimension("time", len(w.series["time"]))
-        define_variable(ds, "time", ("time",), TIME, dtype="f8")[:] = w.series["time"]
+        add_time(ds, len(w.series["time"]))[:] = days(w.series["time"])
         for meta in SERIES:
             define_variable(ds, meta.name, ("time",), meta, dtype="f8")[:] = w.series[meta.name]
 
@@ -240,7 +239,8 @@ def write_particles(w: Writer, state) -> Path:
         ds.createDimension("particle", n)
         for name, values in particles.items():
             values = np.asarray(values)
-            dtype = "i8" if np.issubdtype(values.dtype, np.integer) else "f8"
+            # CF-1.8 has no 64-bit integers; particle numbers stay far below 2**31
+            dtype = "i4" if np.issubdtype(values.dtype, np.integer) else "f8"
             define_variable(ds, name, ("particle",), state.meta(f"particles.{name}"),
                             dtype=dtype)[:] = values
     return path
@@ -251,7 +251,8 @@ def igm_output_initialize(params: Params, state, run) -> Writer:
     out = Path(run.output_dir)
     w = Writer(names=select_names(list(params.vars_to_save), state), path=out / params.filename,
                work=out / f".{params.filename}.partial", path_ts=out / params.filename_ts,
-               folder_particles=out / params.folder_particles, attrs=global_attributes(run),
+               folder_particles=out / params.folder_particles,
+               attrs=global_attributes(run, state.credits),
                restart_dir=run.restart_dir)
     if w.work.exists():
         w.work.unlink()

@@ -22,7 +22,7 @@ log = logging.getLogger("igm")
 SECONDS_PER_YEAR = 31556926.0
 
 requires = ("thk", "topg")
-provides = (Field("basal_melt", "m a-1", "basal melt rate from the geothermal heat flux"),
+provides = (Field("basal_melt", "m yr-1", "basal melt rate from the geothermal heat flux"),
             "thk", "usurf")
 
 
