@@ -106,7 +106,7 @@ class CoreParams:
     # DEBUG, INFO, WARNING, ERROR, CRITICAL in any case, or Python's number (10 to 50)
     logging_level: str = "INFO"
     logging_file: str = ""  # an extra log file ('' = only the run's igm.log)
-    print_params: bool = True  # log the resolved parameters at start
+    print_params: bool = False  # log the resolved parameters at start (see config_resolved.yaml)
     print_comp: bool = True  # log the per-plugin timing table at the end
     progress: ProgressMode = ProgressMode.auto  # auto, bar, log or off
     # Number the job returns (for sweepers): volume (final, km3), area
