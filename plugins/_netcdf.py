@@ -35,11 +35,11 @@ CREDITS = ("title", "source", "institution", "references", "license", "comment")
 GRID_MAPPING = "crs"
 
 
-def open_dataset(path: str | Path, mode: str = "r") -> netCDF4.Dataset:
-    """Open ``path`` with netCDF4 (masked arrays off); raise DataError
-    naming the file when it cannot be opened."""
+def open_dataset(path: str | Path, mode: str = "r", format: str = "NETCDF4") -> netCDF4.Dataset:
+    """Open ``path`` with netCDF4 (masked arrays off; ``format`` for a new
+    file); raise DataError naming the file when it cannot be opened."""
     try:
-        ds = netCDF4.Dataset(str(path), mode)
+        ds = netCDF4.Dataset(str(path), mode, format=format)
     except (OSError, RuntimeError) as exc:
         raise DataError(f"{path}: cannot be opened as netCDF ({exc})") from exc
     ds.set_auto_mask(False)
@@ -195,7 +195,7 @@ def copy_first_records(source: str | Path, dest: str | Path, count: int,
     ``count`` records along the unlimited dimension ``record_dim``: same
     dimensions, variables (type, compression, attributes) and global
     attributes; every other variable whole."""
-    with open_dataset(source) as src, open_dataset(dest, "w") as dst:
+    with open_dataset(source) as src, open_dataset(dest, "w", format=src.data_model) as dst:
         dst.setncatts({a: src.getncattr(a) for a in src.ncattrs()})
         for name, dim in src.dimensions.items():
             dst.createDimension(name, None if dim.isunlimited() else len(dim))

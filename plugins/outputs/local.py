@@ -10,10 +10,14 @@
   ``state.particles`` (a dict of 1-D arrays; metadata declared as fields
   ``particles.<name>``).
 
-Every file is replaced atomically: ``output.nc`` grows in a private working
-file (``.output.nc.partial``, removed when the run ends, completed or not) copied over
-``output.nc`` in one rename, so a run killed at any moment leaves the last
-complete file readable.
+``output.nc`` is created atomically at the first save, then each save is
+appended in place as one record of a netCDF-3 (64-bit offset) file, so
+writing costs the size of the save: the record's data reach the file before
+the header's record count is raised, so a run killed at any moment leaves
+``output.nc`` readable with every completed save (netCDF-4/HDF5, whose
+compression would make the file smaller, can be left unreadable by a kill
+during an append). The small files (``output_ts.nc``, particles) are
+replaced atomically.
 
 A run continued from a checkpoint appends to these files: the output's
 memory (:class:`Writer`) remembers the saves, and restoring it keeps the
@@ -55,6 +59,7 @@ from igm_plugins._netcdf import (
 log = logging.getLogger("igm")
 
 KEY = "outputs.local"
+FORMAT = "NETCDF3_64BIT_OFFSET"  # appendable in place and readable after a kill
 DEFAULT_VARS = ("topg", "usurf", "thk", "smb", "velbar_mag", "velsurf_mag", "uvelsurf",
                 "vvelsurf", "wvelsurf")
 SERIES = (Field("vol", "km3", "ice volume", dims=("time",)),
@@ -77,17 +82,13 @@ class Writer:
 
     names: list[str]
     path: Path
-    work: Path
     path_ts: Path
     folder_particles: Path
     attrs: dict[str, str]
     restart_dir: Path | None = None
     series: dict[str, list[float]] = field(
         default_factory=lambda: {"time": [], "vol": [], "area": []})
-
-    def close(self) -> None:
-        """Remove the working file (the kernel calls this as the run ends)."""
-        self.work.unlink(missing_ok=True)
+    created: bool = False  # whether this run's output.nc exists (saves are appended to it)
 
     def state_dict(self) -> dict[str, Any]:
         """What a checkpoint keeps: the names written and the series (one
@@ -108,9 +109,9 @@ class Writer:
                         "%d earlier saves", KEY, source, self.path.name, saves[-1], len(saves))
             write_series(self)
             return
-        copy_first_records(source, self.work, len(saves))
         with atomic_path(self.path) as tmp:
-            shutil.copyfile(self.work, tmp)
+            copy_first_records(source, tmp, len(saves))
+        self.created = True
         write_series(self)
         keep_particle_files(self, saves[-1])
 
@@ -145,9 +146,10 @@ def select_names(wanted: list[str], state) -> list[str]:
     return list(dict.fromkeys(keep))
 
 
-def create_work_file(w: Writer, state) -> None:
-    """The working file: coordinates, then empty time-dependent variables."""
-    with open_dataset(w.work, "w") as ds:
+def create_file(w: Writer, state) -> None:
+    """A new ``output.nc``, atomically: coordinates, grid mapping, then empty
+    time-dependent variables (netCDF-3, 64-bit offset: appendable in place)."""
+    with atomic_path(w.path) as tmp, open_dataset(tmp, "w", format=FORMAT) as ds:
         ds.setncatts(w.attrs)
         add_time(ds)
         mapping = add_grid(ds, state.grid)
@@ -161,21 +163,21 @@ def create_work_file(w: Writer, state) -> None:
         for name in w.names:
             dims = ("time", "z", "y", "x") if np.ndim(state.get(name)) == 3 else ("time", "y", "x")
             define_variable(ds, name, dims, state.meta(name), grid_mapping=mapping)
+    w.created = True
 
 
 def append_frame(w: Writer, state) -> None:
-    """Add the current fields at ``state.t`` to the working file and copy it
-    over ``output.nc`` atomically."""
-    if not w.work.exists():
-        create_work_file(w, state)
-    with open_dataset(w.work, "a") as ds:
+    """Append the current fields at ``state.t`` to ``output.nc`` as one
+    record (without filling it first: each byte is written once)."""
+    if not w.created:
+        create_file(w, state)
+    with open_dataset(w.path, "a") as ds:
+        ds.set_fill_off()
         k = ds.dimensions["time"].size
-        ds["time"][k] = days(float(state.t))
         for name in w.names:
             value = state.get(name)
             ds[name][k] = np.nan if value is None else np.asarray(value, dtype="float32")
-    with atomic_path(w.path) as tmp:
-        shutil.copyfile(w.work, tmp)
+        ds["time"][k] = days(float(state.t))  # the record count reaches the file at close
 
 
 def append_series(w: Writer, state) -> None:
@@ -250,12 +252,10 @@ def write_particles(w: Writer, state) -> Path:
 def igm_output_initialize(params: Params, state, run) -> Writer:
     out = Path(run.output_dir)
     w = Writer(names=select_names(list(params.vars_to_save), state), path=out / params.filename,
-               work=out / f".{params.filename}.partial", path_ts=out / params.filename_ts,
+               path_ts=out / params.filename_ts,
                folder_particles=out / params.folder_particles,
                attrs=global_attributes(run, state.credits),
                restart_dir=run.restart_dir)
-    if w.work.exists():
-        w.work.unlink()
     if run.restart is None:  # files of an earlier attempt of this run are replaced
         for path in particle_files(w.folder_particles).values():
             path.unlink()
