@@ -227,6 +227,30 @@ def test_plot2d_frames_and_animation(tmp_path, monkeypatch, caplog):
     assert len(live) == 1 and "no display" in live[0]
 
 
+def test_plot2d_scale_is_fitted_and_outlines_drawn(tmp_path):
+    from matplotlib.colors import LogNorm, Normalize
+    from matplotlib.figure import Figure
+
+    state = glacier_state()
+    speed = np.where(np.asarray(state.thk) > 0, np.linspace(0.5, 80.0, NX)[None, :], 0.0)
+    state.velbar_mag = speed.astype("float32")
+    for var, norm, top in (("velbar_mag", LogNorm, np.percentile(speed[speed > 0], 99)),
+                           ("thk", Normalize, None)):
+        plotter = plot2d.Plotter(folder=tmp_path,
+                                 outline0=(np.asarray(state.thk) > 0).astype("uint8"))
+        fig = Figure()
+        plot2d.draw(fig, plot2d.Params(var=var), state, plotter)
+        ax = fig.axes[0]
+        image = ax.images[-1]
+        assert type(image.norm) is norm, var
+        if top is not None:
+            assert image.norm.vmax == pytest.approx(top, rel=1e-6)
+            assert image.norm.vmin == pytest.approx(max(top / 1000.0, 0.1))
+        assert len(ax.collections) >= 2  # the outline now and at the start
+        assert "year 1900" in ax.get_title() and "(m" in ax.get_title()
+        assert plotter.limits == (image.norm.vmin, image.norm.vmax)
+
+
 def test_plot2d_unknown_field_lists_the_fields(tmp_path):
     with pytest.raises(ConfigError) as info:
         drive(plot2d, plot2d.Params(var="speed"), glacier_state(), tmp_path)
