@@ -96,6 +96,13 @@ def crs_name(wkt: str) -> str:
     return f"{code[0]}:{code[1]} ({crs.name})" if code else crs.name
 
 
+def is_geographic(wkt: str) -> bool:
+    """Whether a CRS (WKT) has longitude and latitude axes (degrees)."""
+    from pyproj import CRS
+
+    return bool(CRS.from_wkt(wkt).is_geographic)
+
+
 def add_grid(ds: netCDF4.Dataset, grid: Grid) -> str | None:
     """Define the dimensions and coordinates ``y``, ``x`` (projection
     coordinates, m) of ``grid`` and, when it has a CRS, the CF grid mapping

@@ -1,4 +1,4 @@
-"""Input ``local``: the initial State from a netCDF file.
+"""Input ``local``: the initial State from a netCDF file or GeoTIFF rasters.
 
 Reads coordinates ``x``, ``y`` (m) and every 2-D field on ``(y, x)``:
 ``topg``, ``thk``, ``usurf`` (m), optional ``icemask``, ``arrhenius``,
@@ -9,7 +9,9 @@ derived (``thk = 0``, ``usurf = topg + thk``, ``topg = usurf - thk``); a
 descending axis is flipped. The file's own grid is checked (uniform, square
 cells), and NaNs or negative thickness are errors naming the file and the
 variable (``negative_thk: clamp`` sets negative thickness to 0 with a
-warning instead). Optional steps, in this order: crop (``crop.xmin/xmax/ymin/ymax``,
+warning instead). A GeoTIFF ``filename`` is read as ``usurf`` (a DEM), and
+``rasters`` adds one single-band GeoTIFF per field on the same grid. Optional
+steps, in this order: crop (``crop.xmin/xmax/ymin/ymax``,
 m), coarsening by block averaging (``coarsening.ratio``, ``boundary`` trim
 or extend), restriction of ice to the mask (``icemask.include``).
 """
@@ -26,7 +28,14 @@ import numpy as np
 from igm_core import Choice, hookimpl
 from igm_core.errors import ConfigError, DataError
 from igm_core.state import KNOWN_FIELDS, Field, check_grid
-from igm_plugins._netcdf import CREDITS, crs_name, open_dataset, read_array, read_crs
+from igm_plugins._netcdf import (
+    CREDITS,
+    crs_name,
+    is_geographic,
+    open_dataset,
+    read_array,
+    read_crs,
+)
 
 log = logging.getLogger("igm")
 
@@ -77,7 +86,11 @@ class NegativeThickness(Choice):
 
 @dataclass
 class Params:
-    filename: str = "input.nc"  # run folder, core.folder_data, launch folder, or pkg://
+    # netCDF, or a GeoTIFF DEM (read as usurf); looked up in the run folder,
+    # core.folder_data, the launch folder, or pkg://
+    filename: str = "input.nc"
+    # GeoTIFFs read as fields on the same grid, e.g. {thk: thk.tif, topg: bed.tif}
+    rasters: dict[str, str] = field(default_factory=dict)
     negative_thk: NegativeThickness = NegativeThickness.error  # error or clamp
     coarsening: Coarsening = field(default_factory=Coarsening)
     crop: Crop = field(default_factory=Crop)
@@ -100,10 +113,35 @@ class Grid2D:
     credits: dict[str, str] = field(default_factory=dict)
 
 
-def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.error) -> Grid2D:
-    """Read coordinates and every 2-D field of the netCDF file ``path``;
-    flip descending axes; check the grid; derive missing geometry; reject
-    NaNs and (unless ``negative_thk`` is clamp) negative thickness."""
+GEOTIFF = (".tif", ".tiff")
+
+
+def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.error,
+              rasters: dict[str, Path] | None = None) -> Grid2D:
+    """Read the netCDF file ``path`` (coordinates and every 2-D field), or
+    the GeoTIFF ``path`` (as ``usurf``, a DEM), plus one GeoTIFF per field
+    of ``rasters`` (field name -> file, on the same grid); flip descending
+    axes; check each file's grid; derive missing geometry; reject NaNs and
+    (unless ``negative_thk`` is clamp) negative thickness."""
+    raw = read_geotiff(path, "usurf") if path.suffix.lower() in GEOTIFF else read_netcdf(path)
+    grid = oriented(raw, path)
+    for name, raster in (rasters or {}).items():
+        extra = oriented(read_geotiff(raster, name), raster)
+        if extra.x.shape != grid.x.shape or extra.y.shape != grid.y.shape or not (
+                np.allclose(extra.x, grid.x) and np.allclose(extra.y, grid.y)):
+            raise DataError(f"{raster}: {KEY}.rasters.{name} is not on the grid of {path} "
+                            f"({extra.x.size} x {extra.y.size} cells from x={extra.x[0]:g}, "
+                            f"y={extra.y[0]:g} m against {grid.x.size} x {grid.y.size} from "
+                            f"x={grid.x[0]:g}, y={grid.y[0]:g} m)")
+        grid.fields[name] = extra.fields[name]
+        grid.crs = grid.crs or extra.crs
+    derive_geometry(grid.fields, path, negative_thk)
+    return grid
+
+
+def read_netcdf(path: Path) -> Grid2D:
+    """Coordinates, every 2-D field, projection and credits of a netCDF file,
+    as stored."""
     ds = open_dataset(path)
     with ds:
         for coord in ("x", "y"):
@@ -126,6 +164,35 @@ def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.er
                 attrs = {a: str(var.getncattr(a)) for a in var.ncattrs()}
                 meta[name] = Field(name, attrs.get("units", "1"), attrs.get("long_name", name),
                                    attrs.get("standard_name"))
+    return Grid2D(x, y, fields, meta, crs, credits)
+
+
+def read_geotiff(path: Path, name: str) -> Grid2D:
+    """One single-band GeoTIFF as the field ``name`` (no-data as NaN), with
+    its cell-centre coordinates and projection, as stored."""
+    import rioxarray
+
+    try:
+        raster = rioxarray.open_rasterio(path, masked=True)
+    except Exception as exc:
+        raise DataError(f"{path}: cannot be opened as GeoTIFF ({type(exc).__name__}: "
+                        f"{exc})") from exc
+    with raster:
+        bands = raster.sizes.get("band", 1)
+        if bands != 1:
+            raise DataError(f"{path}: {bands} bands; give one single-band GeoTIFF per field")
+        values = np.asarray(raster.squeeze("band", drop=True).values, dtype="float64")
+        crs = raster.rio.crs.to_wkt() if raster.rio.crs is not None else None
+        x = np.asarray(raster["x"].values, dtype="float64")
+        y = np.asarray(raster["y"].values, dtype="float64")
+    return Grid2D(x, y, {name: values}, {}, crs)
+
+
+def oriented(grid: Grid2D, path: Path) -> Grid2D:
+    """``grid`` with ascending axes (fields flipped with them), checked:
+    finite, uniform coordinates with square cells, in metres (not a
+    geographic CRS), and fields without NaN. DataError naming the file."""
+    x, y, fields = grid.x, grid.y, grid.fields
     for name, coord in (("x", x), ("y", y)):
         if not np.all(np.isfinite(coord)):
             raise DataError(f"{path}: coordinate '{name}' has NaN or missing values")
@@ -141,12 +208,15 @@ def read_file(path: Path, negative_thk: NegativeThickness = NegativeThickness.er
         check_grid(x, y)
     except ConfigError as exc:
         raise DataError(f"{path}: {exc}") from exc
+    if grid.crs is not None and is_geographic(grid.crs):
+        raise DataError(f"{path}: the grid is in longitude and latitude ({crs_name(grid.crs)}); "
+                        "the model needs a projected grid in metres (e.g. gdalwarp -t_srs "
+                        "EPSG:32632 -tr 100 100)")
     for name, values in fields.items():
         bad = np.count_nonzero(~np.isfinite(values))
         if bad:
             raise DataError(f"{path}: variable '{name}' has {bad} NaN or missing values")
-    derive_geometry(fields, path, negative_thk)
-    return Grid2D(x, y, fields, meta, crs, credits)
+    return dataclasses.replace(grid, x=x, y=y, fields=dict(fields))
 
 
 def _field_values(ds, name: str, path: Path) -> np.ndarray | None:
@@ -261,9 +331,10 @@ def coarsen(grid: Grid2D, params: Coarsening, path: Path) -> Grid2D:
     return dataclasses.replace(grid, x=x, y=y, fields=fields)
 
 
-def load(params: Params, path: Path) -> Grid2D:
-    """Read, crop, coarsen and mask: the grid the model runs on."""
-    grid = read_file(path, params.negative_thk)
+def load(params: Params, path: Path, rasters: dict[str, Path] | None = None) -> Grid2D:
+    """Read (``path``, and the GeoTIFFs ``rasters``: field -> file), crop,
+    coarsen and mask: the grid the model runs on."""
+    grid = read_file(path, params.negative_thk, rasters)
     if any(v is not None for v in (params.crop.xmin, params.crop.xmax, params.crop.ymin,
                                    params.crop.ymax)):
         grid = crop(grid, params.crop, path)
@@ -286,7 +357,14 @@ def igm_input_initialize(params: Params, state, run) -> None:
     if path is None:
         raise DataError(f"{KEY}.filename: input file '{params.filename}' not found in "
                         f"{run.output_dir}, {run.data_dir} or {run.launch_dir}")
-    grid = load(params, path)
+    rasters = {}
+    for name, filename in params.rasters.items():
+        found = run.find_file(filename)
+        if found is None:
+            raise DataError(f"{KEY}.rasters.{name}: GeoTIFF '{filename}' not found in "
+                            f"{run.output_dir}, {run.data_dir} or {run.launch_dir}")
+        rasters[name] = found
+    grid = load(params, path, rasters)
     try:
         state.set_grid(grid.x, grid.y, grid.crs)
     except ConfigError as exc:
