@@ -286,8 +286,20 @@ def test_site_builds_strict(tmp_path: Path) -> None:
                            str(tmp_path / "site")], cwd=ROOT, env=_env(), text=True,
                           capture_output=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-4000:]
-    html = (tmp_path / "site" / "reference" / "parameters" / "index.html").read_text()
+    site = tmp_path / "site"
+    html = (site / "reference" / "parameters" / "index.html").read_text()
     assert "processes.time.start" in html
+    # readable offline: MathJax and the fonts come with the site, no page loads a CDN
+    assert (site / "javascripts" / "mathjax" / "MathJax.js").is_file()
+    assert (site / "javascripts" / "mathjax" / "config" / "TeX-AMS-MML_HTMLorMML-full.js").is_file()
+    for page in site.rglob("*.html"):
+        text = page.read_text()
+        assert "cdn.jsdelivr" not in text and "mathjax@" not in text, page
+    iceflow = (site / "modules" / "iceflow" / "index.html").read_text()
+    assert 'class="arithmatex"' in iceflow and "javascripts/mathjax/MathJax.js" in iceflow
+    landing = (site / "index.html").read_text()
+    assert 'src="img/hintereisferner-2000.png"' in landing
+    assert (site / "img" / "hintereisferner-2000.png").stat().st_size > 10_000
 
 
 def test_include_marker_demotes_headings_and_unlinks_relative_paths(tmp_path: Path) -> None:
