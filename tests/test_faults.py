@@ -160,3 +160,46 @@ def test_bad_parameters_stop_before_tensorflow_starts(tmp_path, args, message):
     site = write_fake_dist(tmp_path / "site", "fake-tf", "0", {}, {"tensorflow": NO_TENSORFLOW})
     line = one_line_error(run_igm(args, tmp_path, env={"PYTHONPATH": str(site)}))
     assert message in line
+
+
+SCRATCH = PLUGIN_HEAD + """
+from pathlib import Path
+
+class Scratch:
+    '''A memory holding a working file, removed by close().'''
+
+    def __init__(self, path):
+        self.path = path
+        path.write_text("work in progress")
+
+    def state_dict(self):
+        return {}
+
+    def load_state_dict(self, saved):
+        pass
+
+    def close(self):
+        self.path.unlink()
+        (self.path.parent / "closed.txt").write_text("closed once")
+
+@hookimpl
+def igm_process_initialize(run):
+    return Scratch(Path(run.output_dir) / ".scratch.tmp")
+
+@hookimpl
+def igm_process_update(state):
+    if state.it == 2 and state.t_end > 2002.5:
+        raise RuntimeError("disk quota exceeded")
+"""
+
+
+def test_memories_are_closed_when_the_run_ends_failed_or_completed(experiment_dir, tmp_path):
+    env = fake_plugin(tmp_path, "scratch", SCRATCH)
+    for end, ok in (("2002", True), ("2003", False)):
+        cwd = experiment_dir("params", BASIC)
+        proc = run_igm(["+experiment=params", "processes=[time,scratch]",
+                        f"processes.time.end={end}", f"hydra.run.dir=run{end}"], cwd, env=env)
+        assert (proc.returncode == 0) is ok, proc.stderr[-2000:]
+        run = cwd / f"run{end}"
+        assert not (run / ".scratch.tmp").exists()
+        assert (run / "closed.txt").read_text() == "closed once"
