@@ -273,4 +273,4 @@ def test_info_log_of_the_page_experiment_never_prints_t_nan(launch_dir):
     assert len(diagnostics) == 3  # at initialisation, then at steps 0 and 1
     assert diagnostics[0].startswith("iceflow diagnostic initial state: relative L2 difference")
     assert all(d.startswith("iceflow diagnostic t=1999: ") for d in diagnostics[1:])
-    assert "t=2000.00 yr (step 2): ice volume" in log
+    assert "t=2000.00 yr (step 2, 100 %): ice volume" in log
