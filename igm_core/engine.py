@@ -103,6 +103,26 @@ class CheckpointSchedule:
         self.next_wall = self._wall_after(time.monotonic())
 
 
+def _when(state: State) -> str:
+    """`` at t=... yr (step N)`` once the clock runs, else nothing."""
+    return f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
+
+
+def check_writer(plugin: LoadedPlugin, hook: str, state: State, before: Mapping[str, Any],
+                 writers: Mapping[str, str]) -> None:
+    """Raise PluginRuntimeError when ``plugin`` gave a new value, in
+    ``hook``, to a field another process writes (``writers``: field name ->
+    process label)."""
+    for name, value in state.fields.items():
+        owner = writers.get(name)
+        if owner is not None and owner != plugin.entry.label and before.get(name) is not value:
+            where = _when(state)
+            raise PluginRuntimeError(
+                f"{plugin.entry.label} wrote field '{name}' in {hook}{where}, which {owner} "
+                f"writes: hand {owner} a rate instead (a field declared with "
+                f"igm_core.Field(..., rate_of='{name}'))")
+
+
 def check_finite(plugin: LoadedPlugin, hook: str, state: State,
                  before: Mapping[str, Any]) -> None:
     """Raise PluginRuntimeError naming ``plugin`` and the field when a field
@@ -119,7 +139,7 @@ def check_finite(plugin: LoadedPlugin, hook: str, state: State,
     for (name, value), ok in zip(changed.items(), finite, strict=True):
         if not ok:
             bad = int(tf.math.count_nonzero(~tf.math.is_finite(value)))
-            where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
+            where = _when(state)
             raise PluginRuntimeError(f"{plugin.entry.label} wrote NaN or Inf into field "
                                      f"'{name}' ({bad} of {tf.size(value)} values) in "
                                      f"{hook}{where}")
@@ -156,6 +176,7 @@ class _Run:
         self.state = State()
         self.memories: dict[str, Any] = {}
         self.labels = {p.key: p.entry.label for s in STAGES for p in plugins.stages[s]}
+        self.writers = plugins.writers()
 
     def _call(self, plugin: LoadedPlugin, hook: str, **kwargs: Any) -> Any:
         """Call one plugin's hook; anything it raises (SystemExit and a
@@ -170,7 +191,7 @@ class _Run:
         except (Exception, SystemExit, KeyboardInterrupt) as exc:
             if isinstance(exc, KeyboardInterrupt) and not self.signals.raised_without_sigint():
                 raise  # a real Ctrl-C
-            where = f" at t={state.t:g} yr (step {state.it})" if math.isfinite(state.t) else ""
+            where = _when(state)
             if isinstance(exc, SystemExit):
                 message = f"{plugin.entry.label} called sys.exit({exc.code}) in {hook}{where}"
             else:
@@ -178,6 +199,7 @@ class _Run:
                            f"{type(exc).__name__}: {exc}".rstrip(": "))
             raise PluginRuntimeError(message) from exc
         if plugin.entry.stage == "processes":
+            check_writer(plugin, hook, state, before, self.writers)
             check_finite(plugin, hook, state, before)
         return returned
 

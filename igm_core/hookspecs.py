@@ -26,7 +26,12 @@ pluggy's registration order. Besides hooks, a plugin module may declare
 ``requires`` (names of State fields it reads that another plugin must
 provide) and ``provides`` (the fields it writes, as names of known fields or
 :class:`igm_core.state.Field`); ``requires`` may also be a function of
-``params``. The kernel checks them before the first time step.
+``params``. The kernel checks them before the first time step. One process
+writes each field: two processes providing the same field are refused, and a
+process that writes another process's field stops the run. A process that
+changes another's field hands it a rate instead: a field declared with
+``Field(..., rate_of=name)`` (units per year), which the writer of ``name``
+applies (``thk`` adds every rate of ``thk`` and budgets it).
 
 What a process or an output keeps between steps is its own: the object its
 ``igm_*_initialize`` returns (its *memory*: an emulator and its optimiser,

@@ -260,10 +260,25 @@ class PluginSet:
                     out.setdefault(f.name, p.entry.label)
         return out
 
+    def writers(self) -> dict[str, str]:
+        """Field name -> label of the process that writes it during the run
+        (one per field: :meth:`check_fields` refuses two)."""
+        return {f.name: p.entry.label for p in self.stages["processes"] for f in p.provides()}
+
     def check_fields(self) -> None:
-        """Check, before the first step, that every field a plugin requires
-        is provided by an input, by an earlier process, or (for outputs) by
-        any selected plugin."""
+        """Check, before the first step, that one process at most writes
+        each field, and that every field a plugin requires is provided by an
+        input, by an earlier process, or (for outputs) by any selected
+        plugin."""
+        writer: dict[str, str] = {}
+        for p in self.stages["processes"]:
+            for f in p.provides():
+                if f.name in writer:
+                    raise PluginError(
+                        f"{p.entry.label} and {writer[f.name]} both provide field '{f.name}': "
+                        f"one process writes each field; the other hands it a rate (a field "
+                        f"declared with igm_core.Field(..., rate_of='{f.name}'))")
+                writer[f.name] = p.entry.label
         providers = self.providers()
         available: set[str] = set()
         for stage in STAGES:

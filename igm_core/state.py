@@ -28,7 +28,17 @@ class Field:
     ``dims`` is ``("y", "x")`` for 2-D fields, ``("z", "y", "x")`` for
     fields on the ice-flow levels, or names ``x_face``/``y_face`` for a
     field staggered onto the cell faces (one more value than cells along
-    that axis; outputs write only fields on the cell centres).
+    that axis; outputs write only fields on the cell centres), or ``()``
+    for a scalar.
+
+    ``rate_of`` names the field this one is a rate of (``units`` per year):
+    the plugin that writes that field applies the rate, so a process that
+    changes another's field hands it a rate instead of writing it (``smb``
+    and every thickness source are rates of ``thk``, which ``thk``
+    applies and budgets).
+
+    ``total``: a scalar summed since the start of the run (a volume in m3,
+    say); ``output_ts.nc`` writes its mean rate per year between saves.
     """
 
     name: str
@@ -36,11 +46,13 @@ class Field:
     long_name: str
     standard_name: str | None = None
     dims: tuple[str, ...] = ("y", "x")
+    rate_of: str | None = None
+    total: bool = False
 
 
 def _f(name: str, units: str, long_name: str, standard_name: str | None = None,
-       dims: tuple[str, ...] = ("y", "x")) -> Field:
-    return Field(name, units, long_name, standard_name, dims)
+       dims: tuple[str, ...] = ("y", "x"), rate_of: str | None = None) -> Field:
+    return Field(name, units, long_name, standard_name, dims, rate_of)
 
 
 _3D = ("z", "y", "x")
@@ -53,7 +65,7 @@ KNOWN_FIELDS: dict[str, Field] = {
         _f("usurf", "m", "ice surface elevation", "surface_altitude"),
         _f("icemask", "1", "mask of the glacier outline (1 = ice allowed)"),
         _f("smb", "m yr-1", "surface mass balance (ice equivalent)",
-           "land_ice_surface_specific_mass_balance_rate"),
+           "land_ice_surface_specific_mass_balance_rate", rate_of="thk"),
         _f("arrhenius", "MPa-3 yr-1", "Glen's flow rate factor A"),
         # C in tau_b = C (|u_b| / u_0)^(1/m) |u_b|^-1 u_b with u_0 = 1 m yr-1 (m = 3): a
         # stress; the same number as C in MPa yr^(1/m) m^(-1/m), which UDUNITS cannot spell

@@ -131,6 +131,15 @@ def add_time(ds: netCDF4.Dataset, size: int | None = None) -> netCDF4.Variable:
     return var
 
 
+def add_time_bounds(ds: netCDF4.Dataset) -> netCDF4.Variable:
+    """Define ``time_bnds`` (time, nv), the start and end (days) of the
+    interval each record stands for, named by the time coordinate's
+    ``bounds``; needs :func:`add_time` first."""
+    ds.createDimension("nv", 2)
+    ds["time"].bounds = "time_bnds"
+    return ds.createVariable("time_bnds", "f8", ("time", "nv"))
+
+
 def days(years: Any) -> np.ndarray:
     """Model time (yr) as values of the time coordinate (days)."""
     return np.asarray(years, dtype="float64") * DAYS_PER_YEAR

@@ -96,7 +96,7 @@ def test_a_saved_memory_that_does_not_fit_the_plugin_is_one_line():
     from igm_plugins.processes.thk import MassBudget
 
     with pytest.raises(ConfigError, match=r"the checkpoint does not fit process 'thk': it "
-                       r"saved \['smb_m3'\], the plugin keeps \['clip_m3', 'outflow_m3', "):
+                       r"saved \['smb_m3'\], the plugin keeps \['clip', 'outflow', "):
         checkpoint.restore_memory("process 'thk'", MassBudget(), {"smb_m3": 1.0})
 
 

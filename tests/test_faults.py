@@ -203,3 +203,49 @@ def test_memories_are_closed_when_the_run_ends_failed_or_completed(experiment_di
         run = cwd / f"run{end}"
         assert not (run / ".scratch.tmp").exists()
         assert (run / "closed.txt").read_text() == "closed once"
+
+
+ALBEDO = PLUGIN_HEAD + """
+from igm_core import Field
+
+provides = (Field("albedo", "1", "surface albedo"),)
+
+@hookimpl
+def igm_process_update(state):
+    state.albedo = state.thk * 0.0 + 0.3
+"""
+
+DARKENER = PLUGIN_HEAD + """
+@hookimpl
+def igm_process_update(state):
+    state.albedo = state.albedo * 0.5  # another process's field, written over
+"""
+
+
+def writers_env(tmp_path, darkener: str) -> dict[str, str]:
+    site = write_fake_dist(tmp_path / "site", "igm-surface", "1.0",
+                           {"igm.processes": {"albedo": "igm_surface.albedo",
+                                              "darkener": "igm_surface.darkener"}},
+                           {"igm_surface.albedo": ALBEDO, "igm_surface.darkener": darkener})
+    return {"PYTHONPATH": str(site)}
+
+
+def test_a_process_writing_another_process_s_field_is_one_line(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,albedo,darkener]"], cwd,
+                   env=writers_env(tmp_path, DARKENER))
+    assert one_line_error(proc) == (
+        "igm_run: error: process 'darkener' wrote field 'albedo' in igm_process_update at "
+        "t=2000 yr (step 0), which process 'albedo' writes: hand process 'albedo' a rate "
+        "instead (a field declared with igm_core.Field(..., rate_of='albedo'))")
+
+
+def test_two_processes_providing_one_field_are_refused_before_the_run(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    declared = DARKENER.replace("@hookimpl", 'provides = ("albedo",)\n\n@hookimpl', 1)
+    proc = run_igm(["+experiment=params", "processes=[time,albedo,darkener]"], cwd,
+                   env=writers_env(tmp_path, declared))
+    assert one_line_error(proc) == (
+        "igm_run: error: process 'darkener' and process 'albedo' both provide field 'albedo': "
+        "one process writes each field; the other hands it a rate (a field declared with "
+        "igm_core.Field(..., rate_of='albedo'))")

@@ -45,11 +45,39 @@ def test_zero_flow_gives_the_exact_thickness_and_applied_smb(tmp_path):
     exact = np.maximum(10.0 + smb * 8.0, 0.0)
     np.testing.assert_allclose(state.thk.numpy(), exact, rtol=1e-6, atol=1e-5)
     np.testing.assert_allclose(state.usurf.numpy(), 500.0 + exact, rtol=1e-6)
-    assert budget.outflow_m3 == 0.0 and budget.clip_m3 == 0.0
-    # applied SMB: less than nominal where ablation met bare ground
-    assert budget.smb_m3 == pytest.approx(np.sum(exact - 10.0) * DX**2, rel=1e-6)
-    assert budget.smb_m3 > np.sum(smb * 8.0) * DX**2
-    assert volume_m3(state) - v0 == pytest.approx(budget.smb_m3, rel=1e-6)
+    assert budget.outflow == 0.0 and budget.clip == 0.0 and budget.sources == 0.0
+    # the mass balance counted where it acts: on ice, or where it accumulates
+    h, nominal = np.full((ny, nx), 10.0), 0.0
+    for _ in range(16):
+        nominal += np.sum(np.where((h > 0) | (smb > 0), 0.5 * smb, 0.0)) * DX**2
+        h = np.maximum(h + 0.5 * smb, 0.0)
+    assert budget.smb == pytest.approx(nominal, rel=1e-6)
+    # and the ablation that found no ice left is given back
+    assert budget.unmet_ablation > 0.01 * abs(nominal)
+    assert volume_m3(state) - v0 == pytest.approx(budget.smb + budget.unmet_ablation, rel=1e-6)
+    # the totals are published as scalar fields (m3) for the outputs
+    assert float(state.budget_smb) == budget.smb
+    assert float(state.budget_unmet_ablation) == budget.unmet_ablation
+
+
+def test_other_sources_are_rates_declared_for_thk_and_budgeted_apart(tmp_path):
+    """A basal melt handed as a rate (a field declared with rate_of='thk')
+    thins the ice and lands in ``sources``, not in ``smb``."""
+    from igm_core import Field
+
+    state = make_state(nx=10, ny=6, dx=DX, thk=5.0, topg=0.0, ubar=0.0, vbar=0.0, smb=0.5,
+                       bmb=-2.0)
+    state.declare(Field("bmb", "m yr-1", "basal mass balance", rate_of="thk"))
+    v0 = volume_m3(state)
+    budget = steps(thk, state, 8, 0.5, tmp_path)  # 4 yr: 5 + 4 * (0.5 - 2) < 0: all ice goes
+    np.testing.assert_allclose(state.thk.numpy(), 0.0, atol=1e-6)
+    cells = 60 * DX**2
+    # the ice lasts 5 / 1.5 = 3.33 yr: 7 steps act (the 7th removes what is left)
+    assert budget.smb == pytest.approx(7 * 0.5 * 0.5 * cells, rel=1e-6)
+    assert budget.sources == pytest.approx(7 * 0.5 * -2.0 * cells, rel=1e-6)
+    assert budget.unmet_ablation == pytest.approx((7 * 0.5 * 1.5 - 5.0) * cells, rel=1e-5)
+    assert volume_m3(state) - v0 == pytest.approx(
+        budget.smb + budget.sources + budget.unmet_ablation, abs=1e-6 * v0)
 
 
 @pytest.mark.parametrize("slope_type", ["superbee", "minmod", "upwind"])
@@ -65,10 +93,10 @@ def test_budget_closes_with_flow_smb_and_outflow(tmp_path, slope_type):
     state = make_state(nx=nx, ny=ny, dx=DX, thk=h, topg=0.0, ubar=u, vbar=v, smb=smb)
     v0 = volume_m3(state)
     b = steps(thk, state, 60, 0.25, tmp_path, thk.Params(slope_type=slope_type))
-    assert b.outflow_m3 > 0.01 * v0  # ice left through the east edge
-    assert b.clip_m3 == 0.0  # the transport step alone never made H < 0
+    assert b.outflow > 0.01 * v0  # ice left through the east edge
+    assert b.clip == 0.0  # the transport step alone never made H < 0
     change = volume_m3(state) - v0
-    assert change == pytest.approx(b.smb_m3 - b.outflow_m3 + b.clip_m3, abs=1e-6 * v0)
+    assert change == pytest.approx(b.smb + b.unmet_ablation - b.outflow + b.clip, abs=1e-6 * v0)
     assert np.all(state.thk.numpy() >= 0.0)
     np.testing.assert_array_equal(state.usurf.numpy(), state.topg.numpy() + state.thk.numpy())
 
@@ -136,7 +164,6 @@ def test_a_volume_grown_a_hundredfold_stops_the_run_with_its_budget(tmp_path):
         run_process(thk, state, steps=3, dt=1.0, output_dir=tmp_path)
     assert str(info.value) == (
         "processes.thk: the ice volume grew to 3.843 km3 at t=2 yr (step 1), more than 100 "
-        "times 0.032 km3 (budget since the start: smb +3.84, clipping +0, out through the "
-        "edges 0 km3); "
-        "most of it from the surface mass balance: check its parameters and units (m ice per "
-        "year)")
+        "times 0.032 km3 (budget since the start: smb and other sources +3.84, clipping +0, out "
+        "through the edges 0 km3); most of it from the surface mass balance and the other "
+        "sources: check their parameters and units (m ice per year)")

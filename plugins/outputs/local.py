@@ -4,7 +4,12 @@
   height ``zeta`` of the ice-flow levels, for 3-D fields), the fields of
   ``vars_to_save`` with CF units and long names from the field registry,
   global attributes with the selected plugins and their versions.
-- ``output_ts.nc``: ice volume (km3) and area (km2) at each save time.
+- ``output_ts.nc``: ice volume (km3) and area (km2) at each save time, and
+  the State's scalar fields (``Field(dims=())``): a value at each save, or,
+  for a total since the start (``Field(total=True)``, such as ``thk``'s
+  mass budget in m3), its mean rate per year over the interval since the
+  previous save (``cell_methods: time: mean``, with ``time_bnds``; the first
+  save has no interval and holds the fill value).
 - ``particles/particles_<year>.nc``: one file per save time with every
   particle's variables, when a process hands particles over in
   ``state.particles`` (a dict of 1-D arrays; metadata declared as fields
@@ -35,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +54,7 @@ from igm_plugins._netcdf import (
     add_coordinate,
     add_grid,
     add_time,
+    add_time_bounds,
     copy_first_records,
     days,
     define_variable,
@@ -77,8 +83,9 @@ class Params:
 @dataclass
 class Writer:
     """What one run's output keeps between saves (its memory): the fields
-    written, the files, and the volume series; ``restart_dir`` is the run
-    folder of the checkpoint the run continues from."""
+    written, the files, and the series (volume, area, scalar fields; one
+    entry per save); ``restart_dir`` is the run folder of the checkpoint the
+    run continues from."""
 
     names: list[str]
     path: Path
@@ -86,6 +93,7 @@ class Writer:
     folder_particles: Path
     attrs: dict[str, str]
     restart_dir: Path | None = None
+    scalars: list[Field] = field(default_factory=list)  # the State's scalar fields
     series: dict[str, list[float]] = field(
         default_factory=lambda: {"time": [], "vol": [], "area": []})
     created: bool = False  # whether this run's output.nc exists (saves are appended to it)
@@ -180,21 +188,55 @@ def append_frame(w: Writer, state) -> None:
         ds["time"][k] = days(float(state.t))  # the record count reaches the file at close
 
 
+def scalar_fields(state) -> list[Field]:
+    """The State's float scalar fields (declared with ``dims=()``)."""
+    return [meta for name, meta in state.declared().items()
+            if meta.dims == () and name in state and np.ndim(state.get(name)) == 0]
+
+
 def append_series(w: Writer, state) -> None:
-    """Append volume and area at ``state.t`` and rewrite ``output_ts.nc``."""
+    """Append volume, area and the scalar fields at ``state.t`` and rewrite
+    ``output_ts.nc``."""
     w.series["time"].append(float(state.t))
     w.series["vol"].append(state.ice_volume())
     w.series["area"].append(state.ice_area())
+    for meta in w.scalars:
+        w.series.setdefault(meta.name, []).append(float(state.get(meta.name)))
     write_series(w)
+
+
+def mean_rates(totals: list[float], t: list[float]) -> np.ma.MaskedArray:
+    """Mean rates per year over the intervals between saves from totals
+    since the start; the first save has no interval (masked)."""
+    totals_a, t_a = np.asarray(totals, "float64"), np.asarray(t, "float64")
+    rates = np.ma.masked_all(totals_a.shape, "float64")
+    rates[1:] = np.diff(totals_a) / np.diff(t_a)
+    return rates
 
 
 def write_series(w: Writer) -> None:
     """Write ``output_ts.nc`` from the series."""
+    t = w.series["time"]
     with atomic_path(w.path_ts) as tmp, open_dataset(tmp, "w") as ds:
         ds.setncatts(w.attrs)
-        add_time(ds, len(w.series["time"]))[:] = days(w.series["time"])
+        add_time(ds, len(t))[:] = days(t)
+        if any(meta.total for meta in w.scalars):
+            add_time_bounds(ds)[:] = days(np.stack([np.r_[t[:1], t[:-1]], t], axis=1))
         for meta in SERIES:
             define_variable(ds, meta.name, ("time",), meta, dtype="f8")[:] = w.series[meta.name]
+        for meta in w.scalars:
+            values = w.series.get(meta.name, [])
+            if len(values) != len(t):
+                continue  # a field the checkpoint's run did not have
+            if meta.total:
+                rate = replace(meta, units=f"{meta.units} yr-1",
+                                           long_name=f"{meta.long_name}, mean rate since the "
+                                           "previous save")
+                var = define_variable(ds, meta.name, ("time",), rate, dtype="f8")
+                var.cell_methods = "time: mean"
+                var[:] = mean_rates(values, t)
+            else:
+                define_variable(ds, meta.name, ("time",), meta, dtype="f8")[:] = values
 
 
 def particles_file(folder: Path, t: float) -> Path:
@@ -255,7 +297,7 @@ def igm_output_initialize(params: Params, state, run) -> Writer:
                path_ts=out / params.filename_ts,
                folder_particles=out / params.folder_particles,
                attrs=global_attributes(run, state.credits),
-               restart_dir=run.restart_dir)
+               restart_dir=run.restart_dir, scalars=scalar_fields(state))
     if run.restart is None:  # files of an earlier attempt of this run are replaced
         for path in particle_files(w.folder_particles).values():
             path.unlink()

@@ -16,13 +16,29 @@ staggered shallow-ice velocity, which keeps the steep margin of an ice cap
 accurate), otherwise the mean of the two cell-centre values of ``ubar``,
 ``vbar``.
 
-Budget (cumulative volumes in m3, float64, kept in the process's memory,
-:class:`MassBudget`):
-``smb_m3`` is the surface mass balance actually applied (less than the
-nominal value where ablation meets bare ground), ``outflow_m3`` the ice that
-left through the domain edge (net), ``clip_m3`` the ice added where the
-transport step alone would leave H < 0 (zero under a small enough time step).
-Then ``V(t) - V(t0) = smb_m3 - outflow_m3 + clip_m3`` to float precision.
+Sources: ``thk`` is the one writer of the thickness. Every other process
+that changes it hands a rate (m ice per year) in a field declared with
+``rate_of="thk"``: the surface mass balance ``smb``, and any other source
+(a basal melt plugin declares ``Field("bmb", "m yr-1", ..., rate_of="thk")``,
+negative where ice melts). They are added after the transport, and the
+thickness is kept >= 0.
+
+Budget (volumes since the start of the run, m3, float64): the process keeps
+them in its memory (:class:`MassBudget`) and publishes them as scalar fields
+(``total``: ``output_ts.nc`` writes their mean rates in m3 yr-1 between
+saves):
+
+- ``budget_smb``: the surface mass balance over the ice (cells with ice
+  after the transport, and any cell it accumulates on);
+- ``budget_sources``: the other sources, counted the same way;
+- ``budget_unmet_ablation``: ablation (of both) that found no ice left to
+  remove, given back (>= 0);
+- ``budget_outflow``: the ice that left through the domain edge (net);
+- ``budget_clip``: the ice added where the transport alone would leave
+  H < 0 (zero under a small enough time step).
+
+Then ``V(t) - V(t0) = smb + sources + unmet_ablation - outflow + clip`` to
+float32 round-off.
 
 A run whose ice volume grows beyond ``volume_growth_max`` times its start
 (or times 10 m of ice over the whole domain, when that is more: a run may
@@ -40,7 +56,7 @@ from typing import Any
 
 import numpy as np
 
-from igm_core import Choice, hookimpl
+from igm_core import Choice, Field, hookimpl
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
 
 KEY = "processes.thk"
@@ -66,17 +82,37 @@ class Params:
 
 @dataclass
 class MassBudget:
-    """What the process keeps: cumulative volumes since the start (m3,
-    float64) and the volume that sets the runaway limit (m3)."""
+    """What the process keeps: the budget volumes since the start (m3,
+    float64, see the module's docstring) and the volume that sets the
+    runaway limit (m3)."""
 
-    smb_m3: float = 0.0
-    outflow_m3: float = 0.0
-    clip_m3: float = 0.0
+    smb: float = 0.0
+    sources: float = 0.0
+    unmet_ablation: float = 0.0
+    outflow: float = 0.0
+    clip: float = 0.0
     volume_ref_m3: float = 0.0
+
+    def publish(self, state) -> None:
+        """Set the ``budget_*`` scalar fields (m3) from the totals."""
+        for term in TERMS:
+            setattr(state, f"budget_{term}", np.float64(getattr(self, term)))
+
+
+TERMS = ("smb", "sources", "unmet_ablation", "outflow", "clip")
+
+
+def _budget_field(term: str, long_name: str) -> Field:
+    return Field(f"budget_{term}", "m3", f"{long_name} (ice volume)", dims=(), total=True)
 
 
 requires = ("thk", "topg", "ubar", "vbar")
-provides = ("thk", "usurf", "divflux")
+provides = ("thk", "usurf", "divflux",
+            _budget_field("smb", "surface mass balance over the ice"),
+            _budget_field("sources", "thickness sources other than the surface mass balance"),
+            _budget_field("unmet_ablation", "ablation that found no ice to remove, given back"),
+            _budget_field("outflow", "ice flux out through the domain edge"),
+            _budget_field("clip", "ice added where the transport left negative thickness"))
 
 
 @cache
@@ -181,18 +217,44 @@ def _total(field: Any) -> float:
 def runaway(params: Params, state, budget: MassBudget, volume_m3: float) -> PluginRuntimeError:
     """The one-line error of a volume grown past the limit, with the budget."""
     km3 = 1e-9
-    created = max(budget.smb_m3, 0.0) + max(budget.clip_m3, 0.0)
+    added = budget.smb + budget.sources + budget.unmet_ablation
+    created = max(added, 0.0) + max(budget.clip, 0.0)
     cause = ("most of it created where the transport left negative thickness: the time step is "
              "too long for the flow (processes.time.cfl, step_max) or the flow is unstable"
-             if budget.clip_m3 > 0.5 * created else
-             "most of it from the surface mass balance: check its parameters and units (m ice "
-             "per year)")
+             if budget.clip > 0.5 * created else
+             "most of it from the surface mass balance and the other sources: check their "
+             "parameters and units (m ice per year)")
     return PluginRuntimeError(
         f"{KEY}: the ice volume grew to {volume_m3 * km3:.4g} km3 at t={float(state.t):.6g} yr "
         f"(step {state.it}), more than {params.volume_growth_max:g} times "
-        f"{budget.volume_ref_m3 * km3:.4g} km3 (budget since the start: smb "
-        f"{budget.smb_m3 * km3:+.4g}, clipping {budget.clip_m3 * km3 + 0.0:+.4g}, out through "
-        f"the edges {budget.outflow_m3 * km3 + 0.0:.4g} km3); {cause}")
+        f"{budget.volume_ref_m3 * km3:.4g} km3 (budget since the start: smb and other sources "
+        f"{added * km3:+.4g}, clipping {budget.clip * km3 + 0.0:+.4g}, out through "
+        f"the edges {budget.outflow * km3 + 0.0:.4g} km3); {cause}")
+
+
+def source_names(state) -> list[str]:
+    """The declared rates of ``thk`` other than ``smb`` (m ice per year)."""
+    return [name for name, f in state.declared().items()
+            if f.rate_of == "thk" and name != "smb"]
+
+
+def add_sources(kept: Any, smb: Any, others: list[Any], dt: float) -> tuple[Any, dict[str, float]]:
+    """The thickness (m) after adding the rates (m yr-1) over ``dt`` (yr)
+    to ``kept`` (m, >= 0), kept >= 0, and the volumes per cell area (m)
+    that went in: ``smb`` and ``sources`` where they act (ice, or a
+    positive total), ``unmet_ablation`` where they would remove more than
+    the ice there."""
+    import tensorflow as tf
+
+    zero = tf.zeros_like(kept)
+    smb = zero if smb is None else tf.cast(smb, tf.float32)
+    other = tf.add_n([tf.cast(o, tf.float32) for o in others]) if others else zero
+    nominal = kept + dt * (smb + other)
+    acts = (kept > 0) | (smb + other > 0)
+    new = tf.maximum(nominal, 0.0)
+    return new, {"smb": _total(tf.where(acts, dt * smb, zero)),
+                 "sources": _total(tf.where(acts, dt * other, zero)),
+                 "unmet_ablation": _total(tf.where(acts, new - nominal, zero))}
 
 
 @hookimpl
@@ -203,7 +265,9 @@ def igm_process_initialize(params: Params, state) -> MassBudget:
     state.usurf = state.topg + state.thk
     state.divflux = tf.zeros_like(state.thk)
     ny, nx = state.grid.shape
-    return MassBudget(volume_ref_m3=max(state.ice_volume() * 1e9, 10.0 * nx * ny * state.dx**2))
+    budget = MassBudget(volume_ref_m3=max(state.ice_volume() * 1e9, 10.0 * nx * ny * state.dx**2))
+    budget.publish(state)
+    return budget
 
 
 @hookimpl
@@ -218,17 +282,19 @@ def igm_process_update(params: Params, state, memory: MassBudget) -> None:
     state.divflux = divergence(fx, fy, dx)
     transported = state.thk - dt * state.divflux
     kept = tf.maximum(transported, 0.0)
-    smb = state.get("smb")
-    new = kept if smb is None else tf.maximum(kept + dt * smb, 0.0)
+    new, added = add_sources(kept, state.get("smb"),
+                             [state.get(n) for n in source_names(state) if n in state], dt)
     cell = dx * dx
     total = _total(new)
     if not math.isfinite(total):
         raise PluginRuntimeError(f"{KEY}: the ice thickness is no longer finite at "
                                  f"t={state.t:g} yr (the flow blew up): shorten the step "
                                  "(processes.time.cfl or step_max)")
-    memory.outflow_m3 += dt * outflow_rate(fx, fy, dx)
-    memory.clip_m3 += cell * (_total(kept) - _total(transported))
-    memory.smb_m3 += cell * (total - _total(kept))
+    memory.outflow += dt * outflow_rate(fx, fy, dx)
+    memory.clip += cell * (_total(kept) - _total(transported))
+    for term, volume in added.items():
+        setattr(memory, term, getattr(memory, term) + cell * volume)
+    memory.publish(state)
     state.thk = new
     state.usurf = state.topg + new
     if cell * total > params.volume_growth_max * memory.volume_ref_m3:

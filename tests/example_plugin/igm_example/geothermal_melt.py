@@ -2,11 +2,15 @@
 
 All the heat flux G (W m-2) reaching a temperate bed melts ice at the rate
 m = G * s_per_yr / (rho_i * L) (m of ice per year), about 7 mm/yr for
-G = 65 mW m-2 (e.g. Cuffey and Paterson 2010, ch. 9). Thickness never
-goes below zero; the surface follows the bed plus thickness.
+G = 65 mW m-2 (e.g. Cuffey and Paterson 2010, ch. 9).
 
-The process keeps the volume it melted since the start (its memory, a
-dataclass the kernel writes into checkpoints) and logs it at the end.
+The process does not write the thickness: ``thk`` does, and budgets every
+change. It hands ``thk`` the basal mass balance ``bmb = -m`` under the ice,
+a field declared as a rate of ``thk``, which ``thk`` adds (keeping the
+thickness >= 0) and counts in its ``sources`` budget term.
+
+The process keeps the volume it asked to melt since the start (its memory,
+a dataclass the kernel writes into checkpoints) and logs it at the end.
 """
 
 from __future__ import annotations
@@ -21,9 +25,9 @@ from igm_core import Field, hookimpl
 log = logging.getLogger("igm")
 SECONDS_PER_YEAR = 31556926.0
 
-requires = ("thk", "topg")
-provides = (Field("basal_melt", "m yr-1", "basal melt rate from the geothermal heat flux"),
-            "thk", "usurf")
+requires = ("thk",)
+provides = (Field("bmb", "m yr-1", "basal mass balance from the geothermal heat flux (ice "
+                  "equivalent, negative for melt)", rate_of="thk"),)
 
 
 @dataclass
@@ -35,8 +39,8 @@ class Params:
 
 @dataclass
 class Melted:
-    """What the process keeps between steps: the ice volume melted so far
-    (m3, float64)."""
+    """What the process keeps between steps: the ice volume it asked to melt
+    so far (m3, float64)."""
 
     volume_m3: float = 0.0
 
@@ -50,7 +54,7 @@ def melt_rate(params: Params) -> float:
 def igm_process_initialize(params: Params, state) -> Melted:
     import tensorflow as tf
 
-    state.basal_melt = tf.where(state.thk > 0, melt_rate(params), 0.0)
+    state.bmb = tf.where(state.thk > 0, -melt_rate(params), 0.0)
     return Melted()
 
 
@@ -58,13 +62,11 @@ def igm_process_initialize(params: Params, state) -> Melted:
 def igm_process_update(params: Params, state, memory: Melted) -> None:
     import tensorflow as tf
 
-    state.basal_melt = tf.where(state.thk > 0, melt_rate(params), 0.0)
-    thinner = tf.maximum(state.thk - state.dt * state.basal_melt, 0.0)
-    memory.volume_m3 += float(np.sum(np.asarray(state.thk - thinner, "float64"))) * state.dx**2
-    state.thk = thinner
-    state.usurf = state.topg + state.thk
+    state.bmb = tf.where(state.thk > 0, -melt_rate(params), 0.0)
+    memory.volume_m3 -= state.dt * float(np.sum(np.asarray(state.bmb, "float64"))) * state.dx**2
 
 
 @hookimpl
 def igm_process_finalize(memory: Melted) -> None:
-    log.info("geothermal_melt: %.6g km3 of ice melted at the bed", memory.volume_m3 / 1e9)
+    log.info("geothermal_melt: %.6g km3 of ice to melt at the bed handed to thk",
+             memory.volume_m3 / 1e9)
