@@ -261,7 +261,7 @@ def test_ctrl_c_is_one_line_and_leaves_the_run_interrupted(tmp_path):
     wait_for(lambda: _started(folder), what="the input to be read")
     proc.send_signal(signal.SIGINT)
     _, stderr = proc.communicate(timeout=180)
-    assert proc.returncode == 128 + signal.SIGINT
+    assert proc.returncode == 128 + signal.SIGINT, (proc.returncode, stderr[-2000:])
     assert "Traceback" not in stderr
     lines = [ln for ln in stderr.splitlines() if ln.startswith("igm_run:")]
     assert len(lines) == 1 and lines[0].startswith("igm_run: interrupted by Ctrl-C (SIGINT)")
