@@ -5,7 +5,8 @@ Methods (``method``):
 - ``sia``: closed-form shallow-ice deformation plus Weertman sliding; with
   ``numerics.staggered`` also the depth means on the cell faces
   (``ubar_xface`` (ny, nx+1), ``vbar_yface`` (ny+1, nx), m/yr, staggered as
-  in Mahaffy 1976) that the ``thk`` process then transports the ice with.
+  in Mahaffy 1976) that the ``thk`` process then transports the ice with;
+  the cell velocities written are then the means of their two faces.
 - ``solved``: the Blatter-Pattyn velocity, minimiser of the convex energy
   (viscous dissipation + basal friction + work of gravity), found with
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.

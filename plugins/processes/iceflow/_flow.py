@@ -16,7 +16,7 @@ from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     derived_fields,
     energy,
-    sia_face_velocity,
+    sia_staggered,
     sia_velocity,
     vertical_levels,
 )
@@ -108,9 +108,7 @@ class IceFlow:
         method = self.p.method
         ubar = vbar = None
         if method == "sia":
-            X, ubar, vbar = self.sia(args)
-            if self.p.numerics.staggered:
-                state.ubar_xface, state.vbar_yface = self.sia_faces(args, ubar, vbar)
+            X, ubar, vbar = self.sia(args, state)
         elif method == "solved":
             X = self.solve(args, self.X)
         elif method == "emulated":
@@ -126,22 +124,19 @@ class IceFlow:
         for name, value in derived.items():
             setattr(state, name, value)
 
-    def sia(self, args: tuple) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    def sia(self, args: tuple, state) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Shallow-ice velocities: the stack (U, V) (2, Nz, ny, nx) and ubar,
-        vbar (ny, nx), m/yr."""
+        vbar (ny, nx), m/yr; with ``numerics.staggered``, the face velocities
+        ``ubar_xface``, ``vbar_yface`` are written into ``state`` and the
+        cell velocities are the means of their faces."""
         thk, usurf, A, C, dx = args
-        U, V, ubar, vbar = sia_velocity(thk, usurf, A, C, float(dx), self.zeta,
+        flow = sia_staggered if self.p.numerics.staggered else sia_velocity
+        U, V, ubar, vbar, *faces = flow(thk, usurf, A, C, float(dx), self.zeta,
                                         tuple(self.slope.numpy()), self.consts,
                                         self.p.numerics.periodic)
+        if faces:
+            state.ubar_xface, state.vbar_yface = faces
         return tf.stack([U, V]), ubar, vbar
-
-    def sia_faces(self, args: tuple, ubar: tf.Tensor, vbar: tf.Tensor
-                  ) -> tuple[tf.Tensor, tf.Tensor]:
-        """Shallow-ice ubar on the x-faces (ny, nx+1) and vbar on the y-faces
-        (ny+1, nx), m/yr (``numerics.staggered``)."""
-        thk, usurf, A, C, dx = args
-        return sia_face_velocity(thk, usurf, A, C, float(dx), ubar, vbar,
-                                 tuple(self.slope.numpy()), self.consts, self.p.numerics.periodic)
 
     def log_difference(self, state, Xe: tf.Tensor, Xs: tf.Tensor, args: tuple) -> None:
         """Log the emulator-solver difference of surface speed over ice and both

@@ -234,13 +234,14 @@ def sia_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
     return -coef * gx[None], -coef * gy[None], -coef_bar * gx, -coef_bar * gy
 
 
-def _sia_xface_ubar(H: tf.Tensor, s: tf.Tensor, A: tf.Tensor, C: tf.Tensor,
-                    gy_node: tf.Tensor, ubar_node: tf.Tensor, dx: float,
-                    slope: tuple[float, float], c: FlowConstants,
-                    periodic: bool) -> tf.Tensor:
-    """Depth-mean x velocity (m/yr) on the nx+1 x-faces of each row
-    (ny, nx+1), from masked thickness H, surface s, E A, C and the node
-    y-slope (ny, nx) (see :func:`sia_face_velocity`)."""
+def _sia_xfaces(H: tf.Tensor, s: tf.Tensor, A: tf.Tensor, C: tf.Tensor, gy_node: tf.Tensor,
+                node: tf.Tensor, shapes: tf.Tensor, dx: float, slope: tuple[float, float],
+                c: FlowConstants, periodic: bool) -> tf.Tensor:
+    """x velocities (m/yr) on the nx+1 x-faces of each row, (K, ny, nx+1),
+    one per vertical shape factor in ``shapes`` (K,), from masked thickness
+    H, surface s, E A, C and the node y-slope (ny, nx); ``node`` (K, ny, nx)
+    holds the node velocities the edge faces of a non-periodic grid carry
+    (see :func:`sia_staggered`)."""
     if periodic:  # the face after the last column joins it to the first
         H, s, A, C, gy_node = (tf.concat([f, f[:, :1]], axis=1) for f in (H, s, A, C, gy_node))
 
@@ -250,34 +251,52 @@ def _sia_xface_ubar(H: tf.Tensor, s: tf.Tensor, A: tf.Tensor, C: tf.Tensor,
     sx = (s[:, 1:] - s[:, :-1]) / dx + slope[0]
     sy = face(gy_node) + slope[1]
     deform, base = _sia_coefficients(face(H), tf.sqrt(sx**2 + sy**2), face(A), face(C), c)
-    u = -(base + deform * (c.n + 1.0) / (c.n + 2.0)) * sx
+    u = -(base[None] + deform[None] * shapes[:, None, None]) * sx[None]
     if periodic:
-        return tf.concat([u[:, -1:], u], axis=1)
-    return tf.concat([ubar_node[:, :1], u, ubar_node[:, -1:]], axis=1)
+        return tf.concat([u[:, :, -1:], u], axis=2)
+    return tf.concat([node[:, :, :1], u, node[:, :, -1:]], axis=2)
 
 
-def sia_face_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
-                      slidingco: tf.Tensor, dx: float, ubar: tf.Tensor, vbar: tf.Tensor,
-                      slope: tuple[float, float], c: FlowConstants,
-                      periodic: bool) -> tuple[tf.Tensor, tf.Tensor]:
-    """Shallow-ice depth-mean velocities on the cell faces, staggered as in
-    Mahaffy (1976): ubar on the x-faces (ny, nx+1) and vbar on the y-faces
-    (ny+1, nx), m/yr. The face between two nodes takes the mean of their
-    thickness, A and C, the difference of their surface elevations across the
-    face and the mean of their centred slopes along it. At the edges of a
-    non-periodic grid the faces carry the edge nodes' ``ubar``/``vbar`` (the
-    flow continues out of the domain); on a periodic grid the first and last
-    faces are the one that wraps around. Thickness-transport schemes fed with
-    these face velocities reproduce the accuracy of the staggered SIA at the
-    steep margins of ice caps (Halfar dome)."""
+def sia_staggered(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor, slidingco: tf.Tensor,
+                  dx: float, zeta: tf.Tensor, slope: tuple[float, float], c: FlowConstants,
+                  periodic: bool) -> tuple[tf.Tensor, ...]:
+    """Shallow-ice velocities staggered as in Mahaffy (1976), m/yr: on the
+    faces, ubar on the x-faces (ny, nx+1) and vbar on the y-faces
+    (ny+1, nx); on the cells, U, V (Nz, ny, nx) and ubar, vbar (ny, nx),
+    each the mean of the cell's two faces, so the velocity written is the
+    one that moves the ice.
+
+    The face between two nodes takes the mean of their thickness, A and C,
+    the difference of their surface elevations across the face and the mean
+    of their centred slopes along it. At the edges of a non-periodic grid
+    the faces carry the edge nodes' centred velocities (the flow continues
+    out of the domain); on a periodic grid the first and last faces are the
+    one that wraps around. Thickness-transport schemes fed with the face
+    velocities reproduce the accuracy of the staggered SIA at the steep
+    margins of ice caps (Halfar dome). Zero on cells with
+    ``thk <= thr_ice_thk``.
+
+    Returns ``(U, V, ubar, vbar, ubar_xface, vbar_yface)``."""
+    n = c.n
     ice = tf.cast(thk > c.thr_ice_thk, tf.float32)
     H, A = thk * ice, _depth_mean_a(arrhenius, c)
+    U, V, ubar, vbar = sia_velocity(thk, usurf, arrhenius, slidingco, dx, zeta, slope, c,
+                                    periodic)
+    # the levels, then the depth mean as one more "level" of shape (n+1)/(n+2)
+    shapes = tf.concat([1.0 - (1.0 - zeta) ** (n + 1.0), [(n + 1.0) / (n + 2.0)]], axis=0)
     gx, gy = node_gradient(usurf, dx, periodic)
-    u = _sia_xface_ubar(H, usurf, A, slidingco, gy, ubar, dx, slope, c, periodic)
-    flip = (slope[1], slope[0])
-    v = _sia_xface_ubar(*(tf.transpose(f) for f in (H, usurf, A, slidingco, gx, vbar)),
-                        dx, flip, c, periodic)
-    return u, tf.transpose(v)
+    xf = _sia_xfaces(H, usurf, A, slidingco, gy, tf.concat([U, ubar[None]], axis=0), shapes,
+                     dx, slope, c, periodic)
+
+    def t3(f):
+        return tf.transpose(f, (0, 2, 1))
+
+    yf = t3(_sia_xfaces(*(tf.transpose(f) for f in (H, usurf, A, slidingco, gx)),
+                        t3(tf.concat([V, vbar[None]], axis=0)), shapes, dx,
+                        (slope[1], slope[0]), c, periodic))
+    cell_u = 0.5 * (xf[:, :, 1:] + xf[:, :, :-1]) * ice
+    cell_v = 0.5 * (yf[:, 1:] + yf[:, :-1]) * ice
+    return cell_u[:-1], cell_v[:-1], cell_u[-1], cell_v[-1], xf[-1], yf[-1]
 
 
 # -- derived fields -----------------------------------------------------------
