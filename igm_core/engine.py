@@ -45,7 +45,8 @@ class RunResult:
     span (yr), ice volume (km3) and area (km2) at start and end, the volume
     series at save times, per-plugin timings, the plugins with their
     distributions, the error line when it failed or was interrupted, the
-    checkpoint it continued from and the last one it wrote."""
+    checkpoint it continued from and the last one it wrote, and the plugins'
+    reports (label -> what their memory's ``summary()`` returned)."""
 
     status: str = "running"
     wall_time_s: float = 0.0
@@ -62,6 +63,7 @@ class RunResult:
     error: str | None = None
     restarted_from: str | None = None
     checkpoint: str | None = None
+    reports: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready dictionary."""
@@ -215,6 +217,22 @@ class _Run:
         for p in self.plugins.stages[stage]:
             self._call(p, hook, memory=self.memories.get(p.key), **kwargs)
 
+    def collect_reports(self) -> None:
+        """Put what each memory's ``summary()`` returns (a JSON-ready dict,
+        or None) into the result's ``reports``; a failure is a warning."""
+        for key, memory in self.memories.items():
+            summary = getattr(memory, "summary", None)
+            if not callable(summary):
+                continue
+            try:
+                report = summary()
+            except Exception as exc:
+                log.warning("%s: summary() of its memory failed: %s: %s", self.labels[key],
+                            type(exc).__name__, exc)
+                continue
+            if report is not None:
+                self.result.reports[self.labels[key]] = report
+
     def close_memories(self) -> None:
         """Call ``close()`` on every memory that has one, whatever the run's
         status (a writer removes its working files); a failure is a warning."""
@@ -357,6 +375,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         raise
     finally:
         plugins.broadcast("igm_run_end", state=state, run=ctx, status=status)
+        job.collect_reports()
         job.close_memories()
         result.status = status
         result.steps = state.it

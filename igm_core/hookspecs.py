@@ -44,7 +44,9 @@ NumPy random generators) and ``load_state_dict(d)``; a dataclass without
 them is saved and restored field by field, a dict item by item. A plugin
 that keeps nothing returns None; any other memory is refused when the run
 starts. A memory with a ``close()`` method is closed when the run ends,
-completed, interrupted or failed (remove working files there).
+completed, interrupted or failed (remove working files there); one with a
+``summary()`` method (a JSON-ready dict, or None) has it recorded under
+``reports`` in ``run_summary.json`` (an ice-flow solver's convergence).
 
 After each process hook the kernel checks every float field the process
 set (a new value) for NaN and Inf, and stops the run naming the plugin and

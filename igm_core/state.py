@@ -64,6 +64,7 @@ KNOWN_FIELDS: dict[str, Field] = {
         _f("thk", "m", "ice thickness", "land_ice_thickness"),
         _f("usurf", "m", "ice surface elevation", "surface_altitude"),
         _f("icemask", "1", "mask of the glacier outline (1 = ice allowed)"),
+        _f("noslip", "1", "mask of the beds that do not slide (1 = no slip)"),
         _f("smb", "m yr-1", "surface mass balance (ice equivalent)",
            "land_ice_surface_specific_mass_balance_rate", rate_of="thk"),
         _f("arrhenius", "MPa-3 yr-1", "Glen's flow rate factor A"),

@@ -5,14 +5,18 @@ slab profile, the shallow-ice limit and ISMIP-HOM experiments A and C
 from __future__ import annotations
 
 import csv
+import json
 import logging
+import re
 from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import run_igm
 
 import igm_plugins.processes.iceflow as iceflow
-from igm_core.testing import make_state, run_process
+from igm_core.errors import PluginRuntimeError
+from igm_core.testing import PluginRun, make_state, run_process
 
 RHO_G = 910.0 * 9.81e-6  # MPa/m
 DATA = Path(__file__).parent / "data" / "ismip_hom"
@@ -173,3 +177,118 @@ def test_ismip_hom_coarse(tmp_path, exp, L_km) -> None:
 def test_ismip_hom_sweep(tmp_path, exp, L_km) -> None:
     tol = 0.08 if (exp, L_km) == ("C", 160) else 0.05
     check_ismip_hom(exp, L_km, n=40, nz=10, tmp_path=tmp_path, tol=tol)
+
+
+# -- convergence -------------------------------------------------------------------------------
+
+def tilted_slab(C: float, sliding: bool, **solver) -> tuple[iceflow.Params, object]:
+    """A 200 m slab on a 5 degree slope, periodic, with Weertman friction C
+    (MPa) or no slip."""
+    p = solved_params(init_arrhenius=78.0, init_slidingco=C, sliding=sliding)
+    p.solver.nbitmax = 300
+    p.numerics.periodic = True
+    p.numerics.mean_slope_x = -float(np.tan(np.radians(5.0)))
+    for key, value in solver.items():
+        setattr(p.solver, key, value)
+    return p, make_state(nx=6, ny=6, dx=1000.0, thk=200.0, usurf=0.0)
+
+
+def test_a_converged_solve_has_a_small_scaled_residual(tmp_path, caplog) -> None:
+    """No slip: the solve's gradient ends under 1 % of the driving
+    stress's; no warning."""
+    p, state = tilted_slab(0.0, sliding=False)
+    with caplog.at_level(logging.WARNING, logger="igm"):
+        flow = PluginRun(iceflow, "processes", state, p, tmp_path).start().memory
+    assert flow.convergence["solves"] == 1 and flow.convergence["unconverged"] == 0
+    assert flow.convergence["max_residual"] < 1e-2
+    assert not [r for r in caplog.records if "did not converge" in r.getMessage()]
+
+
+def test_an_unconverged_solve_says_so(tmp_path, caplog) -> None:
+    """Five iterations from zero velocity stop far from the minimiser: the
+    solve's scaled residual stays above the tolerance; the first such solve
+    is one warning (the later ones are counted for the summary), and with
+    require_convergence it stops the run."""
+    p, state = tilted_slab(0.0, sliding=False, nbitmax=5)
+    with caplog.at_level(logging.WARNING, logger="igm"):
+        flow = PluginRun(iceflow, "processes", state, p, tmp_path).start()
+        flow.step(1.0)
+    warnings = [r.getMessage() for r in caplog.records if "did not converge" in r.getMessage()]
+    assert len(warnings) == 1
+    assert re.fullmatch(r"processes\.iceflow: the solve at t=0 yr did not converge: "
+                        r"scaled residual [0-9.e+]+ \(gradient norm over the driving stress's\) "
+                        r"above solver\.gtol=0\.01 after 5 iterations \(solver\.nbitmax=5\); "
+                        r"the velocity is the last iterate \(later ones are counted in "
+                        r"run_summary\.json\)", warnings[0]), warnings[0]
+    assert flow.memory.summary() == {"solves": 2, "unconverged": 2, "gtol": 0.01,
+                                     "max_residual": flow.memory.convergence["max_residual"]}
+    p, state = tilted_slab(0.0, sliding=False, nbitmax=5, require_convergence=True)
+    with pytest.raises(PluginRuntimeError, match=r"did not converge: scaled residual .* "
+                       r"solver\.require_convergence is true"):
+        run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path / "strict")
+
+
+@pytest.mark.parametrize("C", [10.0, 100.0, 1e4])
+def test_a_stiff_bed_converges_to_the_no_slip_answer(tmp_path, C) -> None:
+    """Weertman friction C = 10 to 1e4 MPa under a 0.16 MPa driving stress
+    slides at 4e-6 to 4e-15 m/yr: the bed is frozen, the solve converges,
+    and the velocity is the no-slip one within 1 %."""
+    speeds = {}
+    for name, (c, sliding) in {"stiff": (C, True), "no slip": (0.0, False)}.items():
+        p, state = tilted_slab(c, sliding=sliding)
+        flow = PluginRun(iceflow, "processes", state, p, tmp_path / name).start().memory
+        assert flow.convergence["unconverged"] == 0, flow.convergence
+        speeds[name] = np.asarray(state.U)
+    assert np.all(speeds["stiff"][0] == 0.0)
+    np.testing.assert_allclose(speeds["stiff"][1:], speeds["no slip"][1:], rtol=1e-2)
+
+
+def test_the_noslip_mask_holds_the_bed_where_it_is_one(tmp_path) -> None:
+    """A fast-sliding slab (C = 0.0464 MPa: metres per year at the bed) with
+    the no-slip mask on its western half: zero basal velocity there, sliding
+    in the east; everywhere masked, the no-slip answer."""
+    p, state = tilted_slab(0.0464, sliding=True)
+    noslip = np.zeros((6, 6), "float32")
+    noslip[:, :3] = 1.0
+    state.noslip = noslip
+    PluginRun(iceflow, "processes", state, p, tmp_path / "half").start()
+    base = np.asarray(state.uvelbase)
+    assert np.all(base[:, :3] == 0.0) and np.all(base[:, 3:] > 1.0)
+    speeds = {}
+    for name, sliding in (("masked", True), ("no slip", False)):
+        p, state = tilted_slab(0.0464, sliding=sliding)
+        state.noslip = np.ones((6, 6), "float32")
+        PluginRun(iceflow, "processes", state, p, tmp_path / name).start()
+        speeds[name] = np.asarray(state.velsurf_mag)
+    np.testing.assert_allclose(speeds["masked"], speeds["no slip"], rtol=1e-2)
+
+
+SOLVED_RUN = """
+# @package _global_
+defaults:
+  - override /inputs: [local]
+  - override /processes: [iceflow, time]
+  - override /outputs: []
+processes:
+  iceflow:
+    method: solved
+    solver:
+      nbitmax: 5
+  time:
+    start: 0.0
+    end: 2.0
+    save: 1.0
+"""
+
+
+def test_the_run_summary_reports_the_solver_s_convergence(experiment_dir) -> None:
+    """Five iterations cannot converge from zero velocity: the run completes
+    with one warning in the log, and run_summary.json counts the solves."""
+    cwd = experiment_dir("solved", SOLVED_RUN)
+    proc = run_igm(["+experiment=solved"], cwd)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.count("did not converge") == 1
+    (summary_file,) = (cwd / "outputs").glob("*/*/run_summary.json")
+    report = json.loads(summary_file.read_text())["reports"]["process 'iceflow'"]
+    assert report["gtol"] == 0.01 and report["solves"] >= 3
+    assert report["unconverged"] == report["solves"] and report["max_residual"] > 0.01

@@ -68,6 +68,8 @@ class PhysicsParams:
     init_slidingco: float = 0.0464  # Weertman C when the input has none (MPa yr^(1/m) m^(-1/m))
     exp_weertman: float = 3.0  # Weertman exponent m
     regu_weertman: float = 1e-10  # sliding-speed regularisation u_0 (m/yr)
+    # a bed whose Weertman sliding speed at the driving stress is below this is frozen (m/yr)
+    frozen_bed_speed: float = 1e-3
     ice_density: float = 910.0  # kg m^-3
     gravity_cst: float = 9.81  # m s^-2
     thr_ice_thk: float = 0.1  # thinner ice carries no flow (m)
@@ -91,6 +93,9 @@ class SolverParams:
     nbitmax: int = 300  # most iterations per solve
     stop_rtol: float = 1e-6  # stop when the energy drops less than this (relative) ...
     stop_patience: int = 10  # ... over this many iterations
+    # converged: gradient norm at most this fraction of the driving stress's (scaled residual)
+    gtol: float = 1e-2
+    require_convergence: bool = False  # an unconverged solve stops the run (else: a warning)
 
 
 @dataclass
@@ -136,6 +141,8 @@ def check_params(p: Params) -> None:
                 ("physics.init_arrhenius", p.physics.init_arrhenius),
                 ("physics.enhancement_factor", p.physics.enhancement_factor),
                 ("solver.step_size", p.solver.step_size), ("solver.nbitmax", p.solver.nbitmax),
+                ("solver.gtol", p.solver.gtol),
+                ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
                 ("emulator.lr", p.emulator.lr),
                 ("emulator.framesizemax", p.emulator.framesizemax))
     for key, value in positive:

@@ -10,20 +10,23 @@ import math
 import numpy as np
 import tensorflow as tf
 
-from igm_core.errors import ConfigError
+from igm_core.errors import ConfigError, PluginRuntimeError
 from igm_plugins.processes.iceflow import KEY, Params
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
+    basal_mask,
     derived_fields,
     energy,
     sia_staggered,
     sia_velocity,
+    sliding_nodes,
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
+NOSLIP_C = 1e4  # MPa: the Weertman C standing for a no-slip node (frozen at any driving stress)
 
 
 def constants(p: Params) -> FlowConstants:
@@ -32,7 +35,8 @@ def constants(p: Params) -> FlowConstants:
     return FlowConstants(n=ph.exp_glen, m=ph.exp_weertman, enhancement=ph.enhancement_factor,
                          regu_glen=ph.regu_glen, regu_weertman=ph.regu_weertman,
                          rho_g=ph.ice_density * ph.gravity_cst * 1e-6,
-                         thr_ice_thk=ph.thr_ice_thk, sliding=ph.sliding)
+                         thr_ice_thk=ph.thr_ice_thk, sliding=ph.sliding,
+                         frozen_bed_speed=ph.frozen_bed_speed)
 
 
 class IceFlow:
@@ -64,19 +68,31 @@ class IceFlow:
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
         self.history: list[dict[str, float]] = []
+        # solves so far, the unconverged ones and the largest scaled residual
+        self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
+        self.t = math.nan  # model time of the current update (yr)
         self.window = IceWindow(2, self.consts.thr_ice_thk)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True)
 
-    def _mask_and_derive(self, X, thk, ubar, vbar):
-        X = X * tf.cast(thk > self.consts.thr_ice_thk, X.dtype)[None, None]
+    def _mask_and_derive(self, X, args, ubar, vbar):
+        thk, usurf, _, C, dx = args
+        slides = sliding_nodes(thk, usurf, C, dx, self.slope, self.consts,
+                               self.p.numerics.periodic)
+        keep = tf.cast(thk > self.consts.thr_ice_thk, X.dtype)[None] * basal_mask(slides,
+                                                                                  self.zeta)
+        X = X * keep[None]
         return X, derived_fields(X[0], X[1], self.zeta_np, ubar, vbar)
 
     def inputs(self, state) -> tuple[tf.Tensor, ...]:
-        """(thk, usurf, arrhenius, slidingco, dx) as float32 tensors."""
+        """(thk, usurf, arrhenius, slidingco, dx) as float32 tensors; where
+        the State's ``noslip`` mask is 1, slidingco is :data:`NOSLIP_C`,
+        a bed so stiff that it is frozen."""
         f32 = tf.float32
+        C = tf.cast(state.slidingco, f32)
+        if state.has("noslip"):
+            C = tf.where(tf.cast(state.noslip, f32) > 0.5, NOSLIP_C, C)
         return (tf.cast(state.thk, f32), tf.cast(state.usurf, f32),
-                tf.cast(state.arrhenius, f32), tf.cast(state.slidingco, f32),
-                tf.constant(state.dx, f32))
+                tf.cast(state.arrhenius, f32), C, tf.constant(state.dx, f32))
 
     def energy_of(self, X: tf.Tensor, args: tuple) -> float:
         """Energy (MPa m/yr per ice node) of the velocity stack X."""
@@ -95,17 +111,47 @@ class IceFlow:
                 return tf.zeros_like(X0)
             args, X0 = crop(args, window), X0[(slice(None), slice(None), *window)]
         X, report = minimise(self.fg, X0, args, s.optimizer, s.step_size, s.nbitmax,
-                             s.stop_rtol, s.stop_patience)
+                             s.stop_rtol, s.stop_patience, gtol=s.gtol)
         if window is not None:
             X = uncrop(X, window, thk.shape)
-        log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g", report.iterations,
-                  report.energy_start, report.energy_end)
+        log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g, scaled residual %.3g",
+                  report.iterations, report.energy_start, report.energy_end, report.residual)
+        self.count(report)
         return X
+
+    def count(self, report) -> None:
+        """Record a solve's convergence; an unconverged one is an error with
+        ``solver.require_convergence``, else a warning (the first of the run;
+        the later ones at debug level and in the run's summary)."""
+        c, s = self.convergence, self.p.solver
+        c["solves"] += 1
+        c["max_residual"] = max(c["max_residual"], report.residual)
+        if report.converged:
+            return
+        c["unconverged"] += 1
+        when = f"at t={self.t:g} yr" if math.isfinite(self.t) else "at the initial state"
+        message = (f"{KEY}: the solve {when} did not converge: scaled residual "
+                   f"{report.residual:.3g} (gradient norm over the driving stress's) above "
+                   f"solver.gtol={s.gtol:g} after {report.iterations} iterations "
+                   f"(solver.nbitmax={s.nbitmax})")
+        if s.require_convergence:
+            raise PluginRuntimeError(f"{message}; solver.require_convergence is true")
+        level = logging.WARNING if c["unconverged"] == 1 else logging.DEBUG
+        log.log(level, "%s; the velocity is the last iterate (later ones are counted in "
+                "run_summary.json)", message)
+
+    def summary(self) -> dict[str, object] | None:
+        """The solver's convergence over the run, for ``run_summary.json``
+        (None without a solver)."""
+        if self.fg is None:
+            return None
+        return {**self.convergence, "gtol": self.p.solver.gtol}
 
     def update(self, state, initial: bool = False) -> None:
         """Compute the velocity for the current geometry and write it."""
         args = self.inputs(state)
         method = self.p.method
+        self.t = float(state.t)
         ubar = vbar = None
         if method == "sia":
             X, ubar, vbar = self.sia(args, state)
@@ -118,7 +164,7 @@ class IceFlow:
             Xs = self.solve(args, self.X if not initial else X)
             self.log_difference(state, X, Xs, args)
             X = Xs
-        X, derived = self._finish(X, args[0], ubar, vbar)
+        X, derived = self._finish(X, args, ubar, vbar)
         self.X = X
         state.U, state.V = X[0], X[1]
         for name, value in derived.items():
@@ -160,6 +206,7 @@ class IceFlow:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
         start), the solver's window, the diagnostic history and the emulator."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
+                "convergence": self.convergence,
                 "emulator": None if self.emulator is None else self.emulator.state_dict()}
 
     def load_state_dict(self, saved: dict) -> None:
@@ -174,6 +221,7 @@ class IceFlow:
         self.X = X
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])
+        self.convergence = dict(saved["convergence"])
         if self.emulator is not None:
             self.emulator.load_state_dict(saved["emulator"])
 

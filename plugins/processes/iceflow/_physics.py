@@ -46,6 +46,7 @@ class FlowConstants:
     rho_g: float = 910.0 * 9.81e-6  # rho g (MPa/m)
     thr_ice_thk: float = 0.1  # ice thinner than this carries no flow (m)
     sliding: bool = True  # False: no-slip bed, the basal velocity is zero
+    frozen_bed_speed: float = 1e-3  # slower Weertman sliding at the driving stress: no slip (m/yr)
 
 
 # -- staggering --------------------------------------------------------------
@@ -109,6 +110,32 @@ def node_gradient(f: tf.Tensor, dx: float, periodic: bool) -> tuple[tf.Tensor, t
     return gx, gy
 
 
+def basal_mask(slides: tf.Tensor, zeta: tf.Tensor) -> tf.Tensor:
+    """(..., Nz, ny, nx) factors of the velocity levels: ``slides`` (see
+    :func:`sliding_nodes`) on the bed, 1 above it."""
+    above = tf.reshape(tf.cast(tf.range(tf.shape(zeta)[0]) > 0, slides.dtype), (-1, 1, 1))
+    return above + (1.0 - above) * slides[..., None, :, :]
+
+
+def sliding_nodes(thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
+                  slope: tf.Tensor, c: FlowConstants, periodic: bool) -> tf.Tensor:
+    """1 on the nodes whose bed slides, 0 where it is frozen (no slip), on
+    (..., ny, nx): frozen where Weertman's sliding speed at the local
+    driving stress, ``(rho g H |grad s| / C)^m`` (m/yr), is below
+    ``c.frozen_bed_speed``; ``C <= 0`` (free slip) slides; nothing slides
+    without sliding. A frozen node's basal velocity is held at zero: the
+    friction's curvature there (``C/m u_b^(1/m-1)`` at u_b ~ 1e-8 m/yr for
+    C = 100 MPa) would otherwise stall the minimiser far from the answer,
+    which the no-slip bed gives to within the neglected sliding speed."""
+    if not c.sliding:
+        return tf.zeros_like(thk)
+    gx, gy = node_gradient(usurf, dx, periodic)
+    taud = c.rho_g * thk * tf.sqrt((gx + slope[0]) ** 2 + (gy + slope[1]) ** 2)
+    safe_c = tf.where(slidingco > 0, slidingco, 1.0)
+    speed = (taud / safe_c) ** c.m
+    return tf.cast((slidingco <= 0) | (speed >= c.frozen_bed_speed), thk.dtype)
+
+
 # -- the energy ----------------------------------------------------------------
 
 def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
@@ -127,10 +154,8 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     """
     n, m = c.n, c.m
     ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
-    keep = ice[..., None, :, :]
-    if not c.sliding:
-        keep = keep * tf.reshape(tf.cast(tf.range(tf.shape(zeta)[0]) > 0, U.dtype),
-                                 (-1, 1, 1))
+    slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
+    keep = ice[..., None, :, :] * basal_mask(slides, zeta)
     U = U * keep
     V = V * keep
     Hn = thk * ice
@@ -177,7 +202,7 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     base = 0.0
     if c.sliding:
         ub2 = U[..., 0, :, :] ** 2 + V[..., 0, :, :] ** 2 + c.regu_weertman**2
-        fric = (m / (m + 1.0)) * slidingco * ub2 ** ((m + 1.0) / (2.0 * m)) * ice
+        fric = (m / (m + 1.0)) * slidingco * ub2 ** ((m + 1.0) / (2.0 * m)) * ice * slides
         base = tf.reduce_sum(fric, axis=[-2, -1])
     count = tf.maximum(tf.reduce_sum(ice, axis=[-2, -1]), 1.0)
     return tf.reduce_mean((column + base) / count)
@@ -227,7 +252,8 @@ def sia_velocity(thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.Tensor,
     gx, gy = gx + slope[0], gy + slope[1]
     deform, base = _sia_coefficients(thk * ice, tf.sqrt(gx**2 + gy**2),
                                      _depth_mean_a(arrhenius, c), slidingco, c)
-    deform, base = deform * ice, base * ice
+    slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
+    deform, base = deform * ice, base * ice * slides
     shape = (1.0 - (1.0 - zeta[:, None, None]) ** (n + 1.0))
     coef = base[None] + deform[None] * shape
     coef_bar = base + deform * (n + 1.0) / (n + 2.0)
