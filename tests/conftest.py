@@ -33,6 +33,22 @@ def run_igm(args: list[str], cwd: Path, env: dict[str, str] | None = None,
                           capture_output=True, timeout=timeout)
 
 
+def hef_state(k: int):
+    """The shipped Hintereisferner as a State at 50 k m cells (every k-th
+    node of the 50 m grid)."""
+    import importlib.resources as res
+
+    import netCDF4
+
+    from igm_core.testing import make_state
+
+    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
+    with netCDF4.Dataset(str(path)) as ds:
+        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
+        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
+    return make_state(nx=thk.shape[1], ny=thk.shape[0], dx=50.0 * k, thk=thk, topg=topg)
+
+
 def write_tiny_input(path: Path, nx: int = 14, ny: int = 12, dx: float = 100.0) -> Path:
     """A small netCDF input: an ice cap (max 120 m) on a bed sloping from
     2600 m to 2900 m, coordinates x, y (m), fields topg, thk, usurf (m)."""

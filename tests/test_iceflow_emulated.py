@@ -6,27 +6,15 @@ from __future__ import annotations
 
 import logging
 
-import netCDF4
 import numpy as np
 import pytest
-from conftest import compose
+from conftest import compose, hef_state
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import ConfigError
-from igm_core.testing import make_state, run_context, run_process
+from igm_core.testing import run_context, run_process
 
 NBIT = 3000  # online training iterations of the slow accuracy test
-
-
-def hef_state(k: int):
-    """Hintereisferner at 50 k m cells (every k-th node of the 50 m grid)."""
-    import importlib.resources as res
-
-    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
-    with netCDF4.Dataset(str(path)) as ds:
-        thk = np.asarray(ds["thk"][:], "float32")[::k, ::k]
-        topg = np.asarray(ds["topg"][:], "float32")[::k, ::k]
-    return make_state(nx=thk.shape[1], ny=thk.shape[0], dx=50.0 * k, thk=thk, topg=topg)
 
 
 def surface_speed(state) -> np.ndarray:

@@ -150,6 +150,10 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
     ("emulator.warmup", -5, r"processes.iceflow.emulator.warmup must be 0 or more, got -5"),
     ("emulator.retrain_freq", -1,
      r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
+    ("solver.refresh", 0, r"processes.iceflow.solver.refresh must be positive, got 0"),
+    ("solver.gtol", 0.0, r"processes.iceflow.solver.gtol must be positive, got 0.0"),
+    ("physics.frozen_bed_speed", -1.0,
+     r"processes.iceflow.physics.frozen_bed_speed must be positive, got -1.0"),
 ])
 def test_bad_parameters_name_the_key(key, value, message) -> None:
     values: dict = {"method": "sia"}

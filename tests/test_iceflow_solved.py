@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_igm
+from conftest import hef_state, run_igm
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import PluginRuntimeError
@@ -308,18 +308,11 @@ def test_the_column_preconditioner_converges_on_hintereisferner() -> None:
     at most 0.01) in at most 120 L-BFGS iterations (plain L-BFGS: not
     after 300, see bench/RESULTS.md); a warm start after a 0.1 % thinning
     then takes at most 20 iterations."""
-    import importlib.resources as res
-
-    import netCDF4
     import tensorflow as tf
 
     from igm_plugins.processes.iceflow._flow import IceFlow
 
-    path = res.files("igm_plugins.data") / "hintereisferner" / "input.nc"
-    with netCDF4.Dataset(str(path)) as ds:
-        thk = np.asarray(ds["thk"][:], "float32")[::2, ::2]
-        topg = np.asarray(ds["topg"][:], "float32")[::2, ::2]
-    state = make_state(nx=thk.shape[1], ny=thk.shape[0], dx=100.0, thk=thk, topg=topg)
+    state = hef_state(2)
     flow = IceFlow(iceflow.Params(method="solved"), state, None)
     args = flow.inputs(state)
     X = flow.solve(args, flow.X)

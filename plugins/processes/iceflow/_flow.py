@@ -14,12 +14,12 @@ from igm_core.errors import ConfigError, PluginRuntimeError
 from igm_plugins.processes.iceflow import KEY, Params
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
-    basal_mask,
     derived_fields,
     energy,
     sia_staggered,
     sia_velocity,
     sliding_nodes,
+    velocity_mask,
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_objective, minimise
@@ -79,9 +79,7 @@ class IceFlow:
         thk, usurf, _, C, dx = args
         slides = sliding_nodes(thk, usurf, C, dx, self.slope, self.consts,
                                self.p.numerics.periodic)
-        keep = tf.cast(thk > self.consts.thr_ice_thk, X.dtype)[None] * basal_mask(slides,
-                                                                                  self.zeta)
-        X = X * keep[None]
+        X = X * velocity_mask(thk, slides, self.zeta, self.consts)[None]
         return X, derived_fields(X[0], X[1], self.zeta_np, ubar, vbar)
 
     def inputs(self, state) -> tuple[tf.Tensor, ...]:

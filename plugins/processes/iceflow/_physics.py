@@ -111,11 +111,14 @@ def node_gradient(f: tf.Tensor, dx: float, periodic: bool) -> tuple[tf.Tensor, t
     return gx, gy
 
 
-def basal_mask(slides: tf.Tensor, zeta: tf.Tensor) -> tf.Tensor:
-    """(..., Nz, ny, nx) factors of the velocity levels: ``slides`` (see
-    :func:`sliding_nodes`) on the bed, 1 above it."""
+def velocity_mask(thk: tf.Tensor, slides: tf.Tensor, zeta: tf.Tensor,
+                  c: FlowConstants) -> tf.Tensor:
+    """(..., Nz, ny, nx): 1 where the velocity is free, 0 where it is held
+    at zero: off the ice (``thk <= thr_ice_thk``, m) and on a bed that does
+    not slide (``slides`` from :func:`sliding_nodes`)."""
+    ice = tf.cast(thk > c.thr_ice_thk, slides.dtype)[..., None, :, :]
     above = tf.reshape(tf.cast(tf.range(tf.shape(zeta)[0]) > 0, slides.dtype), (-1, 1, 1))
-    return above + (1.0 - above) * slides[..., None, :, :]
+    return ice * (above + (1.0 - above) * slides[..., None, :, :])
 
 
 def sliding_nodes(thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
@@ -222,7 +225,7 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     n, m = c.n, c.m
     ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
     slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    keep = ice[..., None, :, :] * basal_mask(slides, zeta)
+    keep = velocity_mask(thk, slides, zeta, c)
     U = U * keep
     V = V * keep
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)

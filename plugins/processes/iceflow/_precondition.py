@@ -32,9 +32,9 @@ import tensorflow as tf
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     _avg4,
-    basal_mask,
     column_strain,
     sliding_nodes,
+    velocity_mask,
 )
 
 VERTICAL = 1.0 / 18.0
@@ -71,7 +71,7 @@ def column_scales(X: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.
     n, m = c.n, c.m
     ice = tf.cast(thk > c.thr_ice_thk, X.dtype)
     slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    keep = ice[None] * basal_mask(slides, zeta)
+    keep = velocity_mask(thk, slides, zeta, c)
     U, V = X[0] * keep, X[1] * keep
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     p = (n + 1.0) / (2.0 * n)

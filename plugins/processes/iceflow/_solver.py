@@ -109,11 +109,14 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
     J, g = fg(X, *args)
     history = [float(J)]
     it, gamma = 0, 1.0  # the first L-BFGS step of a cycle: gamma times the gradient
+    finished = False  # a failed line search, or the one run of Adam or plain L-BFGS
     while True:
-        scale = scales(X if X_metric is None or it > 0 else X_metric, *args)
+        scale = scales(X if X_metric is None else X_metric, *args)
+        X_metric = None  # the later scales follow the velocity
         residual = _norm(scaled_gradient(g, scale)) / max(
             _norm(scaled_gradient(driving, scale)), 1e-30)
-        if residual <= gtol or it >= nbitmax or _stalled(history, patience, rtol):
+        if (finished or residual <= gtol or it >= nbitmax
+                or _stalled(history, patience, rtol)):
             break
         if optimizer == "lbfgs" and not precondition:
             X, done, _ = _lbfgs(fg, X, args, nbitmax - it, memory, rtol, patience, history,
@@ -126,12 +129,8 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
                                     history, gamma=gamma)
             X = from_scaled(Y, scale)
         it += done
-        J, g = fg(X, *args)
-        if done == 0 or optimizer == "adam" or not precondition:  # failed, or one run
-            scale = scales(X, *args)
-            residual = _norm(scaled_gradient(g, scale)) / max(
-                _norm(scaled_gradient(driving, scale)), 1e-30)
-            break
+        _, g = fg(X, *args)
+        finished = done == 0 or optimizer == "adam" or not precondition
     return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
 
 
@@ -172,6 +171,12 @@ def _lbfgs(fg, Y0, args, nbitmax, memory, rtol, patience, history, first_step=No
     (in the scaled variables, where the previous cycle's last curvature
     ratio s.y/y.y is a good guess), or with ``first_step`` a largest change
     of that size. Returns (Y, iterations, the last curvature ratio)."""
+
+    def steepest(g):  # the factor of the gradient in a first step
+        if first_step is None:
+            return gamma
+        return first_step / max(float(tf.reduce_max(tf.abs(g))), 1e-30)
+
     Y = tf.identity(Y0)
     J, g = fg(Y, *args)
     f = float(J)
@@ -187,10 +192,8 @@ def _lbfgs(fg, Y0, args, nbitmax, memory, rtol, patience, history, first_step=No
         if pairs:
             s, y, _ = pairs[-1]
             q = q * (_dot(s, y) / _dot(y, y))
-        elif first_step is not None:
-            q = q * (first_step / max(float(tf.reduce_max(tf.abs(g))), 1e-30))
         else:
-            q = q * gamma
+            q = q * steepest(g)
         for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
             b = rho * _dot(y, q)
             q = q + (a - b) * s
@@ -198,8 +201,7 @@ def _lbfgs(fg, Y0, args, nbitmax, memory, rtol, patience, history, first_step=No
         slope = _dot(g, d)
         if slope >= 0:
             pairs.clear()
-            d = -g * (gamma if first_step is None else
-                      first_step / max(float(tf.reduce_max(tf.abs(g))), 1e-30))
+            d = -g * steepest(g)
             slope = _dot(g, d)
         t = 1.0
         for _ in range(LINE_SEARCH_HALVINGS):
