@@ -1,13 +1,17 @@
 """iceflow `solved`: the Blatter-Pattyn energy minimiser against the exact
-slab profile, the shallow-ice limit and ISMIP-HOM experiments A and C
-(Pattyn et al. 2008; reference data in tests/data/ismip_hom/)."""
+slab profiles (a gentle periodic one, a steep finite one), the shallow-ice
+limit and ISMIP-HOM experiments A, C (reference data in tests/data/ismip_hom/)
+and E (the participants' results in ../shared/verification/ismip-hom/;
+Pattyn et al. 2008)."""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import math
 import re
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +22,17 @@ import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import PluginRuntimeError
 from igm_core.testing import PluginRun, make_state, run_process
 
-RHO_G = 910.0 * 9.81e-6  # MPa/m
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from verification_cases import (
+    E_ARRHENIUS,
+    E_LENGTH,
+    SLAB,
+    arolla,
+    ismip_e_envelope,
+    slab_velocity,
+    steep_slab,
+)
+
 DATA = Path(__file__).parent / "data" / "ismip_hom"
 
 
@@ -33,22 +47,37 @@ def solved_params(**physics) -> iceflow.Params:
 
 @pytest.mark.parametrize("sliding", [False, True])
 def test_slab_matches_the_exact_profile(tmp_path, sliding) -> None:
-    """ice-flow-physics.md: u(z) = u_b + 2A/(n+1)(rho g a)^n (H^(n+1) - (s-z)^(n+1)),
-    C u_b^(1/m) = rho g H a; a discretisation off by more than a few % has a factor wrong."""
+    """The periodic slab (0.05 slope): the first-order exact profile
+    (verification_cases.slab_velocity, with its (1 + 4 a^2)^-2 on the
+    deformation) within 1 % of the surface speed; a factor wrong in the
+    discretisation would be off by far more."""
     H, a, A, C = 500.0, 0.05, 78.0, 0.0464
     p = solved_params(init_arrhenius=A, init_slidingco=C, sliding=sliding)
     p.numerics.periodic = True
     p.numerics.mean_slope_x = -a
     state = make_state(nx=6, ny=6, dx=1000.0, thk=H, usurf=0.0)
     run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
-    zeta = np.asarray(state.zeta)
-    ub = (RHO_G * H * a / C) ** 3 if sliding else 0.0
-    exact = ub + 0.5 * A * (RHO_G * a) ** 3 * (H**4 - (H * (1 - zeta)) ** 4)
+    exact = slab_velocity(np.asarray(state.zeta), H, a, A, C if sliding else None)
     U = np.asarray(state.U)
-    np.testing.assert_allclose(U[1:, 2, 3], exact[1:], rtol=0.03)
-    assert float(U[0, 2, 3]) == pytest.approx(ub, rel=0.03, abs=1e-6)
+    np.testing.assert_allclose(U[:, 2, 3], exact, rtol=0, atol=0.01 * exact[-1])
     assert np.ptp(U[-1]) < 1e-3 * U[-1].max()  # uniform in the plane
     assert np.abs(np.asarray(state.V)).max() < 1e-3 * U[-1].max()
+
+
+def test_a_steep_slab_has_the_first_order_answer(tmp_path) -> None:
+    """200 m of ice on a 5 degree bed, no slip, on a finite 10 km domain:
+    50 thicknesses from either end the velocity profile is the first-order
+    slab's within 1 % of its surface speed (28.0 m/yr; the shallow-ice
+    formula's 29.7 is 6 % off on so steep a bed)."""
+    case = steep_slab(dx=100.0, nx=100)
+    p = solved_params(init_arrhenius=SLAB["arrhenius"], sliding=False)
+    state = make_state(nx=100, ny=3, dx=100.0, topg=case["topg"], thk=case["thk"])
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    slope = math.tan(math.radians(SLAB["slope_deg"]))
+    exact = slab_velocity(np.asarray(state.zeta), SLAB["thk"], slope, SLAB["arrhenius"])
+    assert exact[-1] == pytest.approx(27.99, abs=0.01)
+    np.testing.assert_allclose(np.asarray(state.U)[:, 1, 50], exact, rtol=0,
+                               atol=0.01 * exact[-1])
 
 
 def test_tends_to_sia_on_a_thin_wide_sheet(tmp_path) -> None:
@@ -183,6 +212,37 @@ def test_ismip_hom_sweep(tmp_path, exp, L_km) -> None:
     # nearly free bed (L = 10 km: a residual of 0.6 after 3000 iterations,
     # e_rms 21 %): plain L-BFGS there
     check_ismip_hom(exp, L_km, n=40, nz=10, tmp_path=tmp_path, tol=tol, precondition=exp != "C")
+
+
+def ismip_hom_e_surface_vx(exp: str, dx: float, tmp_path) -> tuple[np.ndarray, np.ndarray]:
+    """Experiment E on the flowline (three rows, uniform across): x/L and
+    the surface v_x (m/yr) of the middle row. E000: no slip; E001: the
+    noslip mask everywhere but the free-slip zone, where C = 0."""
+    case = arolla(dx)
+    p = solved_params(init_arrhenius=E_ARRHENIUS, sliding=exp == "001")
+    fields = {"topg": case["topg"], "thk": case["thk"]}
+    if exp == "001":
+        fields.update(slidingco=1.0 - case["free_slip"], noslip=1.0 - case["free_slip"])
+    state = make_state(nx=case["x"].size, ny=3, dx=dx, **fields)
+    run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
+    return case["x"] / E_LENGTH, np.asarray(state.uvelsurf)[1]
+
+
+@pytest.mark.parametrize("exp", ["000", "001"])
+def test_ismip_hom_e_haut_glacier_d_arolla(tmp_path, exp) -> None:
+    """The Haut Glacier d'Arolla flowline at 100 m: the surface velocity's
+    RMS difference from the full-Stokes mean is at most 7 % of its peak, the
+    peak lies inside the participants' range, and every point lies within
+    the full-Stokes and first-order participants' spread widened by 3 % of
+    the peak (their grids differ from ours where the speed falls by half
+    within 200 m, x/L = 0.64-0.72)."""
+    x_hat, u = ismip_hom_e_surface_vx(exp, 100.0, tmp_path)
+    ref = ismip_e_envelope(exp, x_hat)
+    lo, hi = np.minimum(ref["fs_min"], ref["bp_min"]), np.maximum(ref["fs_max"], ref["bp_max"])
+    peak = ref["fs_mean"].max()
+    assert np.sqrt(np.mean((u - ref["fs_mean"]) ** 2)) <= 0.07 * peak
+    assert lo.max() <= u.max() <= hi.max()
+    assert np.all(u >= lo - 0.03 * peak) and np.all(u <= hi + 0.03 * peak)
 
 
 # -- convergence -------------------------------------------------------------------------------

@@ -12,11 +12,18 @@ plus ``numbers.json``:
   nodes), against the exact thickness;
 - ``slab.png``: the velocity profile of a uniform inclined slab, with and
   without Weertman sliding, from methods ``sia`` and ``solved`` against the
-  exact profile;
+  exact shallow-ice and first-order profiles;
 - ``ismip_hom_a.png``: ISMIP-HOM experiment A (Pattyn et al. 2008), surface
   velocity along y = L/4 from method ``solved`` against the full-Stokes mean
   and the spread of the published higher-order and full-Stokes models
-  (data in ``tests/data/ismip_hom/``).
+  (data in ``tests/data/ismip_hom/``);
+- ``ismip_hom_e.png``: ISMIP-HOM experiment E (Haut Glacier d'Arolla
+  flowline, E000 and E001) from ``solved`` against the participants
+  (``../shared/verification/ismip-hom/raw-e``) and, when
+  ``igm_flow_cases.json`` is beside the figures (written by
+  ``bench/igm_flow_cases.py`` with IGM 3.2.1's Python), IGM's converged
+  solve; the same file gives IGM's column on a steep slab, compared here
+  with ours and the exact ones.
 
 ``--quick`` uses coarser grids (a few minutes on two cores).
 """
@@ -27,12 +34,16 @@ import argparse
 import csv
 import json
 import math
+import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "bench"))
+import verification_cases as cases  # noqa: E402
+
 ISMIP = ROOT / "tests" / "data" / "ismip_hom"
 RHO_G = 910.0 * 9.81e-6  # MPa/m
 A_TEST = 100.0  # MPa^-3 yr^-1 (1e-16 Pa^-3 a^-1), Bueler and ISMIP-HOM
@@ -40,13 +51,11 @@ N_GLEN = 3.0
 SLAB = {"H": 500.0, "slope": 0.05, "A": 78.0, "C": 0.0464}  # m, 1, MPa^-3 yr^-1, MPa yr^1/3 m^-1/3
 
 
-def slab_exact(zeta: np.ndarray, sliding: bool) -> np.ndarray:
-    """Exact U (m/yr) of the slab at relative heights ``zeta``: Weertman
-    sliding u_b = (rho g H a / C)^3 plus the SIA deformation profile."""
-    H, a, A, C = SLAB["H"], SLAB["slope"], SLAB["A"], SLAB["C"]
-    ub = (RHO_G * H * a / C) ** 3 if sliding else 0.0
-    return ub + 2 * A / (N_GLEN + 1) * (RHO_G * a) ** N_GLEN * (
-        H ** (N_GLEN + 1) - (H * (1 - zeta)) ** (N_GLEN + 1))
+def slab_exact(zeta: np.ndarray, sliding: bool, first_order: bool = True) -> np.ndarray:
+    """Exact U (m/yr) of the slab at relative heights ``zeta``, first-order
+    or shallow-ice (verification_cases.slab_velocity)."""
+    return cases.slab_velocity(zeta, SLAB["H"], SLAB["slope"], SLAB["A"],
+                         SLAB["C"] if sliding else None, first_order)
 
 
 # -- Halfar ----------------------------------------------------------------------
@@ -182,10 +191,34 @@ def slab(folder: Path) -> dict:
             run_process(iceflow, state, params=p, steps=0, output_dir=folder)
             out["zeta"] = np.asarray(state.zeta, dtype="float64").tolist()
             out[f"{method}_{case}"] = np.asarray(state.U)[:, 2, 3].tolist()
-        exact = slab_exact(np.asarray(out["zeta"]), sliding)
-        out[f"max_rel_error_solved_{case}"] = float(np.max(
-            np.abs(np.asarray(out[f"solved_{case}"]) - exact)) / exact.max())
+        zeta = np.asarray(out["zeta"])
+        for method, first_order in (("solved", True), ("sia", False)):
+            exact = slab_exact(zeta, sliding, first_order)
+            out[f"max_rel_error_{method}_{case}"] = float(np.max(
+                np.abs(np.asarray(out[f"{method}_{case}"]) - exact)) / exact.max())
     return out
+
+
+def steep(folder: Path) -> dict:
+    """The 200 m slab on a 5 degree bed (finite, 10 km): the column of
+    ``solved`` 50 thicknesses from either end (m/yr)."""
+    import igm_plugins.processes.iceflow as iceflow
+    from igm_core.testing import make_state, run_process
+
+    case = cases.steep_slab(dx=100.0, nx=100)
+    p = iceflow.Params(method="solved")
+    p.solver.nbitmax = 3000
+    p.physics.init_arrhenius = cases.SLAB["arrhenius"]
+    p.physics.sliding = False
+    state = make_state(nx=100, ny=3, dx=100.0, topg=case["topg"], thk=case["thk"])
+    run_process(iceflow, state, params=p, steps=0, output_dir=folder)
+    zeta = np.asarray(state.zeta, dtype="float64")
+    slope = math.tan(math.radians(cases.SLAB["slope_deg"]))
+    return {"zeta": zeta.tolist(), "column": np.asarray(state.U)[:, 1, 50].tolist(),
+            **{f"exact_{kind}": cases.slab_velocity(1.0, cases.SLAB["thk"], slope,
+                                                    cases.SLAB["arrhenius"],
+                                                    first_order=kind == "bp")
+               for kind in ("bp", "sia")}}
 
 
 def plot_slab(res: dict, path: Path) -> None:
@@ -198,7 +231,8 @@ def plot_slab(res: dict, path: Path) -> None:
     fine = np.linspace(0, 1, 200)
     for i, case in enumerate(("noslip", "sliding")):
         ax = fig.add_subplot(1, 2, i + 1)
-        ax.plot(slab_exact(fine, case == "sliding"), fine, "k-", lw=2, label="exact")
+        ax.plot(slab_exact(fine, case == "sliding"), fine, "k-", lw=2, label="exact, first order")
+        ax.plot(slab_exact(fine, case == "sliding", False), fine, "k:", label="exact, shallow ice")
         ax.plot(res[f"sia_{case}"], zeta, "s", mfc="none", label="sia")
         ax.plot(res[f"solved_{case}"], zeta, "o", ms=4, label="solved (Blatter-Pattyn)")
         ax.set(xlabel="U (m/yr)", ylabel="relative height above the bed",
@@ -270,6 +304,67 @@ def plot_ismip(res: dict, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+# -- ISMIP-HOM E ----------------------------------------------------------------------
+
+
+def ismip_hom_e(dx: float, nz: int, folder: Path) -> dict:
+    """Surface v_x (m/yr) along the Arolla flowline from ``solved`` for E000
+    and E001 on a ``dx`` m grid, with its RMS difference from the
+    full-Stokes mean (fraction of that mean's peak)."""
+    import igm_plugins.processes.iceflow as iceflow
+    from igm_core.testing import make_state, run_process
+
+    out = {}
+    case = cases.arolla(dx)
+    x_hat = case["x"] / cases.E_LENGTH
+    for exp in ("000", "001"):
+        p = iceflow.Params(method="solved")
+        p.solver.nbitmax = 3000
+        p.numerics.Nz = nz
+        p.physics.init_arrhenius = cases.E_ARRHENIUS
+        p.physics.sliding = exp == "001"
+        fields = {"topg": case["topg"], "thk": case["thk"]}
+        if exp == "001":
+            fields.update(slidingco=1.0 - case["free_slip"], noslip=1.0 - case["free_slip"])
+        state = make_state(nx=x_hat.size, ny=3, dx=dx, **fields)
+        run_process(iceflow, state, params=p, steps=0, output_dir=folder)
+        u = np.asarray(state.uvelsurf, dtype="float64")[1]
+        ref = cases.ismip_e_envelope(exp, x_hat)
+        out[exp] = {"x_hat": x_hat.tolist(), "vx": u.tolist(),
+                    "e_rms": float(np.sqrt(np.mean((u - ref["fs_mean"]) ** 2))
+                                   / ref["fs_mean"].max())}
+    return out
+
+
+def plot_ismip_e(res: dict, igm: dict | None, path: Path) -> None:
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 3.8), layout="constrained")
+    FigureCanvasAgg(fig)
+    for i, (exp, r) in enumerate(res.items()):
+        ax = fig.add_subplot(1, 2, i + 1)
+        x_hat = np.linspace(0.0, 1.0, 201)
+        ref = cases.ismip_e_envelope(exp, x_hat)
+        ax.fill_between(x_hat, ref["bp_min"], ref["bp_max"], color="0.85",
+                        label="first-order participants")
+        ax.fill_between(x_hat, ref["fs_min"], ref["fs_max"], color="0.6", alpha=0.6,
+                        label="full-Stokes participants")
+        ax.plot(x_hat, ref["fs_mean"], "k-", lw=1, label="full-Stokes mean")
+        ax.plot(r["x_hat"], r["vx"], "o-", ms=2.5, color="C3",
+                label=f"solved (RMS {100 * r['e_rms']:.1f}% of peak)")
+        if igm and f"E{exp}" in igm:
+            x = np.asarray(igm[f"E{exp}"]["x"]) / cases.E_LENGTH
+            ax.plot(x, igm[f"E{exp}"]["uvelsurf"], "--", color="C0",
+                    label=f"IGM {igm['igm']} (L-BFGS, {igm['nbit']} it.)")
+        ax.set(title="E000, no slip" if exp == "000" else "E001, free-slip zone",
+               xlabel="x / L (L = 5 km)")
+        if i == 0:
+            ax.set_ylabel("surface v_x (m/yr)")
+        ax.legend(fontsize=7)
+    fig.savefig(path, dpi=100)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "img" / "verification")
@@ -288,6 +383,13 @@ def main() -> None:
         numbers["ismip_hom_a"] = ismip_hom_a(lengths, n, nz, folder)
         numbers["ismip_hom_a_grid"] = {"n": n, "nz": nz}
         plot_ismip(numbers["ismip_hom_a"], args.out / "ismip_hom_a.png")
+        numbers["steep_slab"] = steep(folder)
+        e_dx = 100.0 if args.quick else 50.0
+        numbers["ismip_hom_e"] = ismip_hom_e(e_dx, 10, folder)
+        numbers["ismip_hom_e_grid"] = {"dx": e_dx, "nz": 10}
+        igm_file = args.out / "igm_flow_cases.json"
+        igm = json.loads(igm_file.read_text()) if igm_file.exists() else None
+        plot_ismip_e(numbers["ismip_hom_e"], igm, args.out / "ismip_hom_e.png")
     (args.out / "numbers.json").write_text(json.dumps(numbers, indent=1) + "\n")
     for n, r in numbers["halfar"].items():
         if n != "t_end":
@@ -296,6 +398,12 @@ def main() -> None:
                   f"{r['max_abs_error_m']:.0f} m, volume change {r['volume_rel_change']:.1e}")
     for L_km, r in numbers["ismip_hom_a"].items():
         print(f"ISMIP-HOM A L={L_km} km: e_rms {100 * r['e_rms']:.2f}%, peak {max(r['vx']):.1f}")
+    for exp, r in numbers["ismip_hom_e"].items():
+        print(f"ISMIP-HOM E{exp}: RMS {100 * r['e_rms']:.2f}% of the full-Stokes peak, "
+              f"peak {max(r['vx']):.1f}")
+    steep_res = numbers["steep_slab"]
+    print(f"steep slab: surface {steep_res['column'][-1]:.2f} m/yr, first order "
+          f"{steep_res['exact_bp']:.2f}, shallow ice {steep_res['exact_sia']:.2f}")
 
 
 if __name__ == "__main__":
