@@ -372,7 +372,7 @@ def solve_on_geometry(m: Measure, work: Path, pythons: dict[str, Path],
                                         {"override /outputs": ["local"]}]}
     set_key(exp, "inputs.local.filename", str(launch / "geometry.nc"))
     for key, value in {**settings, "processes.time.start": 2000.0, "processes.time.end": 2001.0,
-                       "processes.time.save": 1.0, "processes.time.cfl": 1e6,
+                       "processes.time.save": 1.0, "processes.time.cfl": 1.0,
                        "outputs.local.vars_to_save": ["thk", "velsurf_mag"]}.items():
         set_key(exp, key, value)
     write_experiment(launch, "bench", exp)
@@ -586,6 +586,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--years", type=float, nargs=2, default=[1900.0, 2000.0])
     p.add_argument("--save", type=float, default=10.0, help="years between saves")
     p.add_argument("--method", default="", help="our processes.iceflow.method (default: ours)")
+    p.add_argument("--ours", nargs="*", default=[],
+                   help="more settings of our main runs (key=value ...)")
     p.add_argument("--reference", nargs="*", default=[
         "processes.iceflow.method=solved", "processes.iceflow.solver.nbitmax=600"],
                    help="settings of the converged solved run of ours (key=value ...)")
@@ -645,6 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     notes: list[str] = []
     base = load_experiment(args, notes)
     ours_settings = {"processes.iceflow.method": args.method} if args.method else {}
+    ours_settings.update(parse_settings(args.ours))
     reference = parse_settings(args.reference)
     for line in notes:
         print(f"note: {line}")

@@ -24,7 +24,7 @@ def test_harness_runs_our_model_on_a_tiny_grid(tmp_path):
     out = tmp_path / "measures.json"
     proc = subprocess.run(
         [sys.executable, str(BENCH / "compare_igm.py"), "--models", "ours", "--ratios", "8",
-         "--years", "1900", "1903", "--save", "1", "--no-reference",
+         "--years", "1900", "1903", "--save", "1", "--solve-ratios", "8",
          "--workdir", str(tmp_path / "runs"), "--json", str(out)],
         capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
@@ -41,6 +41,8 @@ def test_harness_runs_our_model_on_a_tiny_grid(tmp_path):
     if "local" in {ep.name for ep in metadata.entry_points(group="igm.outputs")}:
         assert run["output"].endswith("output.nc")
         assert run["cells"] == (180 // 8) * (220 // 8)
+        # the converged solve on the run's final geometry ran
+        assert math.isfinite(run["diffs"]["speed_vs_solve"])
     assert record["machine"]["gpu"].startswith("none")
 
 
