@@ -367,11 +367,15 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         status = "interrupted"
         result.error = f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
         raise
-    except IgmError as exc:
-        result.error = str(exc)
-        raise
     except Exception as exc:
-        result.error = f"{type(exc).__name__}: {exc}"
+        if signals.sigint_received:
+            # a Ctrl-C that lands inside a library (TensorFlow importing a module)
+            # can surface as another error from its half-done work: the user
+            # interrupted the run, it did not fail
+            status = "interrupted"
+            result.error = f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
+            raise KeyboardInterrupt from exc
+        result.error = str(exc) if isinstance(exc, IgmError) else f"{type(exc).__name__}: {exc}"
         raise
     finally:
         plugins.broadcast("igm_run_end", state=state, run=ctx, status=status)

@@ -37,6 +37,23 @@ def igm_process_update(state):
     raise KeyboardInterrupt
 """
 
+# a Ctrl-C that lands in a library which swallows it and fails on its
+# half-done work (as TensorFlow did once, importing a module lazily)
+CTRL_C_IN_A_LIBRARY = PLUGIN_HEAD + """
+import os
+import signal
+import time
+
+@hookimpl
+def igm_process_update(state):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+    raise AttributeError("'list' object has no attribute '_type_spec'")
+"""
+
 SUMMARY_BREAKER = PLUGIN_HEAD + """
 import os
 
@@ -81,6 +98,20 @@ def test_a_plugin_raising_keyboardinterrupt_is_one_error_line(experiment_dir, tm
     assert proc.returncode == 1
     assert one_line_error(proc) == ("igm_run: error: process 'ctrlc' failed in igm_process_update "
                                     "at t=2000 yr (step 0): KeyboardInterrupt")
+
+
+def test_a_ctrl_c_that_a_library_turns_into_another_error_is_an_interruption(
+        experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,swallow]"], cwd,
+                   env=fake_plugin(tmp_path, "swallow", CTRL_C_IN_A_LIBRARY))
+    assert proc.returncode == 128 + 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("igm_run:")]
+    assert line.startswith("igm_run: interrupted by Ctrl-C (SIGINT)")
+    [run_dir] = output_dirs(cwd)
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert summary["status"] == "interrupted"
 
 
 def test_a_summary_that_cannot_be_written_leaves_the_run_completed(experiment_dir, tmp_path):
