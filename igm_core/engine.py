@@ -268,6 +268,11 @@ class _Run:
         return str(path)
 
 
+def _ctrl_c_error(state: State) -> str:
+    """The run summary's error of a run stopped by Ctrl-C."""
+    return f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
+
+
 def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         progress: str = "auto", observers: Iterable[Any] = (),
         result: RunResult | None = None, checkpoints: CheckpointParams | None = None,
@@ -365,7 +370,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
         raise
     except KeyboardInterrupt:
         status = "interrupted"
-        result.error = f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
+        result.error = _ctrl_c_error(state)
         raise
     except Exception as exc:
         if signals.sigint_received:
@@ -373,7 +378,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
             # can surface as another error from its half-done work: the user
             # interrupted the run, it did not fail
             status = "interrupted"
-            result.error = f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
+            result.error = _ctrl_c_error(state)
             raise KeyboardInterrupt from exc
         result.error = str(exc) if isinstance(exc, IgmError) else f"{type(exc).__name__}: {exc}"
         raise

@@ -22,8 +22,8 @@ plus ``numbers.json``:
   (``../shared/verification/ismip-hom/raw-e``) and, when
   ``igm_flow_cases.json`` is beside the figures (written by
   ``bench/igm_flow_cases.py`` with IGM 3.2.1's Python), IGM's converged
-  solve; the same file gives IGM's column on a steep slab, compared here
-  with ours and the exact ones.
+  solve; ``numbers.json`` also gets our column on the steep slab of
+  ``bench/verification_cases.py`` and its exact surface speeds.
 
 ``--quick`` uses coarser grids (a few minutes on two cores).
 """
@@ -55,7 +55,7 @@ def slab_exact(zeta: np.ndarray, sliding: bool, first_order: bool = True) -> np.
     """Exact U (m/yr) of the slab at relative heights ``zeta``, first-order
     or shallow-ice (verification_cases.slab_velocity)."""
     return cases.slab_velocity(zeta, SLAB["H"], SLAB["slope"], SLAB["A"],
-                         SLAB["C"] if sliding else None, first_order)
+                               SLAB["C"] if sliding else None, first_order)
 
 
 # -- Halfar ----------------------------------------------------------------------
