@@ -73,6 +73,12 @@ class HardwareParams:
     # TensorFlow intra-op threads per run (0: TensorFlow's default in a
     # single run, the job's share of the cores in a parallel sweep).
     threads: int = 0
+    # Folder where TensorFlow keeps the functions it compiled with XLA, for
+    # later runs and sweep jobs on the same kind of machine to load instead
+    # of compiling ('auto': $XDG_CACHE_HOME/igm-core/xla, by default
+    # ~/.cache/igm-core/xla; '' for none). One subfolder per TensorFlow
+    # version and processor (and GPU) model.
+    compile_cache: str = "auto"
 
     def __post_init__(self) -> None:
         if self.threads < 0:

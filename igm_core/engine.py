@@ -137,7 +137,8 @@ def check_finite(plugin: LoadedPlugin, hook: str, state: State,
                if before.get(name) is not value and _is_float(value)}
     if not changed:
         return
-    finite = _all_finite()(list(changed.values())).numpy()
+    values = list(changed.values())
+    finite = _all_finite(tuple(v.dtype for v in values))(values).numpy()
     for (name, value), ok in zip(changed.items(), finite, strict=True):
         if not ok:
             bad = int(tf.math.count_nonzero(~tf.math.is_finite(value)))
@@ -148,12 +149,15 @@ def check_finite(plugin: LoadedPlugin, hook: str, state: State,
 
 
 @functools.cache
-def _all_finite() -> Any:
-    """A compiled function: for a list of float tensors, one boolean each,
-    true when every value is finite."""
+def _all_finite(dtypes: tuple[Any, ...]) -> Any:
+    """A compiled function: for a list of float tensors of ``dtypes``, any
+    shapes, one boolean each, true when every value is finite. Traced once
+    per list of dtypes (the fields one plugin sets), never per shape."""
     import tensorflow as tf
 
-    @tf.function(reduce_retracing=True)
+    signature = [[tf.TensorSpec(None, dtype) for dtype in dtypes]]
+
+    @tf.function(input_signature=signature, autograph=False)
     def all_finite(values: list[Any]) -> Any:
         return tf.stack([tf.reduce_all(tf.math.is_finite(v)) for v in values])
 

@@ -28,6 +28,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from igm_core import compile_cache
 from igm_core.config import HardwareParams
 from igm_core.errors import ConfigError
 
@@ -46,16 +47,19 @@ class Placement:
     """Where one job runs: ``cuda_visible`` is the CUDA_VISIBLE_DEVICES value
     in force ("-1" hides every GPU; None: not set),
     ``threads`` the TensorFlow intra-op threads (0: TensorFlow's default),
-    ``fresh_process`` whether the job must run in a child process."""
+    ``fresh_process`` whether the job must run in a child process,
+    ``compile_cache`` the folder of TensorFlow's XLA compilation cache
+    (None: no cache; see :mod:`igm_core.compile_cache`)."""
 
     cuda_visible: str | None
     threads: int
     fresh_process: bool = False
+    compile_cache: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The record kept in run_summary.json."""
         return {"cuda_visible_devices": self.cuda_visible, "threads": self.threads,
-                "fresh_process": self.fresh_process}
+                "fresh_process": self.fresh_process, "compile_cache": self.compile_cache}
 
 
 def available_gpus() -> list[str]:
@@ -128,11 +132,13 @@ def configure(hw: HardwareParams, job_num: int = 0,
               launcher: Mapping[str, Any] | None = None) -> Placement:
     """Decide where a job runs and, unless it needs a fresh process, apply
     it to this process's environment (CUDA_VISIBLE_DEVICES,
-    TF_NUM_INTRAOP_THREADS) before TensorFlow starts."""
+    TF_NUM_INTRAOP_THREADS, TF_XLA_FLAGS) before TensorFlow starts."""
     global _process_setting
     gpus = gpu_list(hw, job_num)
     cvd = os.environ.get(_CVD) if gpus is None else (",".join(gpus) or "-1")
-    placement = Placement(cvd, thread_share(hw, launcher))
+    cache = compile_cache.cache_folder(hw.compile_cache)
+    placement = Placement(cvd, thread_share(hw, launcher),
+                          compile_cache=None if cache is None else str(cache))
     wanted = (placement.cuda_visible, placement.threads)
     if "tensorflow" in sys.modules and _process_setting not in (None, wanted):
         log.info("TensorFlow already started in this process with CUDA_VISIBLE_DEVICES=%s "
@@ -149,6 +155,8 @@ def _apply(placement: Placement) -> None:
     if placement.threads > 0:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(placement.threads)
         os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+    if placement.compile_cache is not None:
+        compile_cache.enable(Path(placement.compile_cache))
 
 
 def devices() -> list[str]:

@@ -184,7 +184,8 @@ def _mover(lattice: Lattice, thk_min: float, nz: int) -> Any:
     grid3 = tf.TensorSpec([nz, lattice.ny, lattice.nx], tf.float32)
     each = {k: tf.TensorSpec([None], tf.int64 if k == "id" else tf.float64) for k in VARIABLES}
 
-    @tf.function(input_signature=[grid3, grid3, grid3, tf.TensorSpec([nz], tf.float64), grid2,
+    @tf.function(autograph=False,
+                 input_signature=[grid3, grid3, grid3, tf.TensorSpec([nz], tf.float64), grid2,
                                   grid2, grid2, each, tf.TensorSpec([], tf.float64)])
     def move(U, V, W, zeta, thk, topg, dhdt, particles, dt):
         x, y, rh, englt = particles["x"], particles["y"], particles["rh"], particles["englt"]

@@ -151,7 +151,7 @@ def _kernels(slope_type: str) -> Any:
         right = hp[:, 2:-1] - half * limited_slope(d[:, 1:-1], d[:, 2:])
         return uf * tf.where(uf > 0, left, right)
 
-    @tf.function(reduce_retracing=True)
+    @tf.function(reduce_retracing=True, autograph=False)
     def fluxes(h, uf, vf, dt_dx):
         fx = face_flux_x(h, uf, dt_dx)
         fy = tf.transpose(face_flux_x(tf.transpose(h), tf.transpose(vf), dt_dx))

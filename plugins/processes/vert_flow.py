@@ -113,7 +113,8 @@ def vertical_velocity(U: Any, V: Any, zeta: Any, thk: Any, topg: Any, dx: float,
 def _compiled(method: str, dx: float) -> Any:
     import tensorflow as tf
 
-    return tf.function(partial(vertical_velocity, dx=dx, method=method), reduce_retracing=True)
+    return tf.function(partial(vertical_velocity, dx=dx, method=method), reduce_retracing=True,
+                       autograph=False)
 
 
 def update(params: Params, state) -> None:

@@ -156,8 +156,9 @@ class Emulator:
         self.window = IceWindow(self.margin, consts.thr_ice_thk)  # the ice and the reach
         self._energy_and_grad = make_objective(consts, zeta, slope, self.periodic,
                                                params.numerics.jit).fg
-        self._train = tf.function(self._train_step, reduce_retracing=True)
-        self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True)
+        self._train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
+        self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True,
+                                    autograph=False)
 
     def _weights_path(self, run) -> Path:
         name = self.p.emulator.weights

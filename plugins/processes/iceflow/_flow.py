@@ -73,7 +73,8 @@ class IceFlow:
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
         self.window = IceWindow(2, self.consts.thr_ice_thk)  # the solver's: ice + 2 cells
-        self._finish = tf.function(self._mask_and_derive, reduce_retracing=True)
+        self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
+                                   autograph=False)
 
     def _mask_and_derive(self, X, args, ubar, vbar):
         thk, usurf, _, C, dx = args

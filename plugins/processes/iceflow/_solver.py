@@ -78,7 +78,7 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
         return column_scales(X, thk, usurf, A, C, dx, zeta, slope, consts, periodic)
 
     def compiled(f):
-        return tf.function(f, jit_compile=jit, reduce_retracing=True)
+        return tf.function(f, jit_compile=jit, reduce_retracing=True, autograph=False)
 
     return Objective(compiled(value_and_grad), compiled(scaled), compiled(scales))
 
