@@ -11,8 +11,10 @@ Prints one table per run (total wall time, start-up to the end of the first
 step, loop time per simulated year, steps, peak memory, final volume and
 area, relative differences of final thickness and surface speed between the
 models and against a converged ``solved`` run of ours), the speed ratios,
-and optionally the timing of a 4-job sweep with the basic and joblib
-launchers. ``--report`` writes bench/results.json, the plot
+and optionally the timing of a sweep (4 jobs, ``--sweep-jobs``) with the
+basic (one job at a time), joblib (2 at a time) and submitit_local (all at
+once) launchers.
+``--report`` writes bench/results.json, the plot
 bench/time_per_year.png and the harness's section of bench/RESULTS.md.
 
 Typical use (from the repository root, on a quiet machine):
@@ -58,7 +60,6 @@ RESULTS_END = "<!-- compare_igm:end -->"
 DIFF_KEYS = ("thk_vs_igm", "speed_vs_igm", "thk_vs_solved", "speed_vs_solved",
              "speed_vs_solve")
 SWEEP_KEY = "processes.particles.density_seeding"
-SWEEP_VALUES = "0.1,0.2,0.3,0.4"
 TIMEOUT_S = 1800.0  # s: longest a single run or sweep may take (--timeout)
 
 
@@ -116,19 +117,21 @@ def ours_python() -> Path:
     return Path(script).resolve().parent / "python"
 
 
-def ensure_igm_venv(venv: Path, joblib: bool) -> Path:
+def ensure_igm_venv(venv: Path, launchers: tuple[str, ...] = ()) -> Path:
     """Create IGM 3.2.1's virtual environment when missing (and add the
-    joblib launcher when ``joblib``); return its Python."""
+    Hydra launcher plugins of ``launchers``); return its Python."""
     python = venv / "bin" / "python"
     if not (venv / "bin" / "igm_run").exists():
         print(f"creating {venv} with igm-model=={IGM_VERSION} (about 90 s, 5.5 GB)", flush=True)
         subprocess.run([sys._base_executable, "-m", "venv", str(venv)], check=True)
         subprocess.run([str(python), "-m", "pip", "install", "-q", f"igm-model=={IGM_VERSION}"],
                        check=True)
-    if joblib and subprocess.run([str(python), "-c", "import hydra_plugins.hydra_joblib_launcher"],
-                                 capture_output=True).returncode:
-        subprocess.run([str(python), "-m", "pip", "install", "-q",
-                        "hydra-joblib-launcher>=1.2,<1.3"], check=True)
+    for launcher in launchers:
+        module = f"hydra_plugins.hydra_{launcher.split('_')[0]}_launcher"
+        if launcher in LAUNCHER_DISTRIBUTIONS and subprocess.run(
+                [str(python), "-c", f"import {module}"], capture_output=True).returncode:
+            subprocess.run([str(python), "-m", "pip", "install", "-q",
+                            LAUNCHER_DISTRIBUTIONS[launcher]], check=True)
     return python
 
 
@@ -383,13 +386,30 @@ def solve_on_geometry(m: Measure, work: Path, pythons: dict[str, Path],
     return output if rc == 0 and output.exists() else None
 
 
+SWEEP_LAUNCHERS = {  # launcher -> its overrides
+    "basic": [],  # one job after the other, in one process
+    "joblib": ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"],  # 2 at a time
+    # every job at once, each its own process with one thread (submitit's
+    # local executor has no limit on parallel jobs)
+    "submitit_local": ["hydra/launcher=submitit_local", "hydra.launcher.cpus_per_task=1",
+                       "hydra.launcher.timeout_min=60"],
+}
+LAUNCHER_DISTRIBUTIONS = {"joblib": "hydra-joblib-launcher>=1.2,<1.3",
+                          "submitit_local": "hydra-submitit-launcher>=1.2,<1.3"}
+
+
+def sweep_values(jobs: int) -> str:
+    """The swept values: particle seeding densities 0.1, 0.2, ... (one per job)."""
+    return ",".join(f"{0.1 * (i + 1):.1f}" for i in range(jobs))
+
+
 def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,
               pythons: dict[str, Path], ratio: int, years: tuple[float, float],
-              sweep_key: str = SWEEP_KEY, settings: dict[str, Any] | None = None
-              ) -> dict[str, Any]:
-    """Time a 4-job sweep over ``sweep_key`` (our name; translated for IGM)
-    with the 'basic' or 'joblib' launcher (2 parallel jobs) for one model;
-    ``settings`` apply to our runs only."""
+              sweep_key: str = SWEEP_KEY, settings: dict[str, Any] | None = None,
+              jobs: int = 4) -> dict[str, Any]:
+    """Time a ``jobs``-job sweep over ``sweep_key`` (our name; translated for
+    IGM) with one of :data:`SWEEP_LAUNCHERS` for one model; ``settings``
+    apply to our runs only."""
     settings = settings or {}
     case = Case(model, ratio, role=f"sweep-{launcher}", settings={
         **(settings if model == "ours" else {}),
@@ -397,13 +417,11 @@ def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,
     launch, _, notes = prepare(case, base, work, pythons["ours"])
     key = translate_override(sweep_key) if model == "igm" else sweep_key
     args = ["--multirun", "+experiment=bench", f"hydra.sweep.dir={launch / 'sweep'}",
-            f"{key}={SWEEP_VALUES}"]
-    if launcher == "joblib":
-        args += ["hydra/launcher=joblib", "hydra.launcher.n_jobs=2"]
+            f"{key}={sweep_values(jobs)}", *SWEEP_LAUNCHERS[launcher]]
     script = pythons[model].parent / "igm_run"
-    print(f"sweep {model} {launcher}: {key}={SWEEP_VALUES} ...", flush=True)
+    print(f"sweep {model} {launcher}: {key}={sweep_values(jobs)} ...", flush=True)
     rc, _, wall, peak = timed([str(script), *args], launch, launch / "run.log")
-    return {"model": model, "launcher": launcher, "jobs": len(SWEEP_VALUES.split(",")),
+    return {"model": model, "launcher": launcher, "jobs": jobs,
             "grid_m": 50.0 * ratio, "years": list(years), "status": "ok" if rc == 0 else "failed",
             "wall_s": wall, "peak_mib": peak, "key": key, "notes": notes}
 
@@ -469,13 +487,15 @@ def ratios(measures: list[Measure]) -> list[str]:
 
 
 def sweep_table(sweeps: list[dict[str, Any]]) -> str:
-    rows = ["| model | launcher | jobs | grid | span | status | wall s "
+    rows = ["| model | launcher | jobs | grid | span | status | wall s | jobs per minute "
             "| peak MiB (largest process) |",
-            "|---|---|---|---|---|---|---|---|"]
+            "|---|---|---|---|---|---|---|---|---|"]
     for s in sweeps:
         rows.append(f"| {s['model']} | {s['launcher']} | {s['jobs']} | {s['grid_m']:.0f} m "
                     f"| {s['years'][0]:.0f}-{s['years'][1]:.0f} | {s['status']} "
-                    f"| {s['wall_s']:.1f} | {s['peak_mib']:.0f} |")
+                    f"| {s['wall_s']:.1f} "
+                    f"| {fmt(60.0 * s['jobs'] / s['wall_s'] if s['status'] == 'ok' else math.nan)} "
+                    f"| {s['peak_mib']:.0f} |")
     return "\n".join(rows)
 
 
@@ -556,8 +576,9 @@ def report_text(info: dict[str, str], notes: list[str], measures: list[Measure],
     parts += ["", "Speed ratios (IGM time / our time):", ""]
     parts += ratios(measures) or ["- not available (a model did not run)"]
     if sweeps:
-        parts += ["", f"4-job sweep ({SWEEP_KEY}, translated for IGM), 2 parallel jobs with "
-                      "joblib:", "", sweep_table(sweeps)]
+        parts += ["", f"Sweeps over {SWEEP_KEY} (translated for IGM), one job at a time with "
+                      "basic, 2 with joblib, all at once with submitit_local:", "",
+                  sweep_table(sweeps)]
     parts += ["", "![time per simulated year](time_per_year.png)", "", RESULTS_END]
     return "\n".join(parts)
 
@@ -598,11 +619,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                         "15 s per simulated year at 100 m on 2 CPU cores)")
     p.add_argument("--solve-ratios", type=int, nargs="*", default=[1, 2],
                    help="ratios where each run's final geometry gets a converged solve")
-    p.add_argument("--sweep", action="store_true", help="time the 4-job sweeps")
+    p.add_argument("--sweep", action="store_true", help="time the sweeps")
     p.add_argument("--sweep-ratio", type=int, default=2)
     p.add_argument("--sweep-years", type=float, nargs=2, default=[1900.0, 1910.0])
-    p.add_argument("--sweep-launchers", nargs="+", default=["basic", "joblib"])
-    p.add_argument("--sweep-key", default=SWEEP_KEY, help="our key swept with 4 values")
+    p.add_argument("--sweep-launchers", nargs="+", default=["basic", "joblib"],
+                   choices=sorted(SWEEP_LAUNCHERS))
+    p.add_argument("--sweep-jobs", type=int, default=4, help="jobs per sweep")
+    p.add_argument("--sweep-key", default=SWEEP_KEY, help="our key swept (one value per job)")
     p.add_argument("--profile", action="store_true",
                    help="run our main cases under py-spy and print where the time goes")
     p.add_argument("--timeout", type=float, default=TIMEOUT_S,
@@ -643,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     pythons = {"ours": ours_python()}
     if "igm" in models:
         pythons["igm"] = ensure_igm_venv(args.igm_venv,
-                                         joblib=args.sweep and "joblib" in args.sweep_launchers)
+                                         tuple(args.sweep_launchers) if args.sweep else ())
     notes: list[str] = []
     base = load_experiment(args, notes)
     ours_settings = {"processes.iceflow.method": args.method} if args.method else {}
@@ -695,7 +718,7 @@ def main(argv: list[str] | None = None) -> int:
             for launcher in args.sweep_launchers:
                 record["sweeps"].append(run_sweep(
                     model, launcher, base, args.workdir, pythons, args.sweep_ratio,
-                    tuple(args.sweep_years), args.sweep_key, ours_settings))
+                    tuple(args.sweep_years), args.sweep_key, ours_settings, args.sweep_jobs))
         save(record, measures, args)
     print()
     print(table(measures))

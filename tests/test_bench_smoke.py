@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import subprocess
 import sys
 from importlib import metadata
@@ -85,3 +86,64 @@ def test_igm321_translation_refuses_sia():
             "processes": {"iceflow": {"method": "sia"}}}
     with pytest.raises(ValueError, match=r"processes\.iceflow\.method: sia"):
         to_igm321(ours)
+
+
+def test_synthetic_range_is_a_glaciated_range_at_every_size(tmp_path):
+    import netCDF4
+    import numpy as np
+    from synthetic_range import MEAN_SLOPE, write_range
+
+    for n in (80, 240):
+        path = tmp_path / f"range_{n}.nc"
+        ela = write_range(path, n, 100.0)
+        with netCDF4.Dataset(path) as ds:
+            topg, thk, usurf = (np.asarray(ds[k][:]) for k in ("topg", "thk", "usurf"))
+            assert ds["x"].units == "m" and float(ds.ela_m) == ela
+        gy, gx = np.gradient(topg.astype("float64"), 100.0)
+        assert np.mean(np.hypot(gx, gy)) == pytest.approx(MEAN_SLOPE, rel=1e-3)
+        assert 1500.0 < topg.max() - topg.min() < 3500.0  # an Alpine relief
+        assert 0.2 < np.mean(thk > 1.0) < 0.5  # about a third glaciated
+        assert 0.0 <= thk.min() and thk.max() <= 250.0
+        np.testing.assert_allclose(usurf, topg + thk)
+        assert np.all(thk[topg < ela - 100.0] == 0.0)
+
+
+def test_scaling_bench_runs_our_model_on_two_tiny_ranges(tmp_path):
+    out = tmp_path / "scaling.json"
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_scaling.py"), "--sizes", "40", "60", "--models",
+         "ours", "--years", "2", "--workdir", str(tmp_path / "runs"), "--json", str(out)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    record = json.loads(out.read_text())
+    assert [(r["model"], r["cells"], r["status"]) for r in record["rows"]] == [
+        ("ours", 1600, "ok"), ("ours", 3600, "ok")]
+    for row in record["rows"]:
+        assert row["steps_per_yr"] >= 1 and row["ms_per_step"] > 0 and row["s_per_yr"] > 0
+        assert row["peak_mib"] > record["empty_peak_mib"] > 50
+        assert row["volume_km3"] > 0
+    assert math.isfinite(record["exponents"]["ours"]["s_per_yr"])
+    assert "| ours | 60x60 | 3,600 | ok |" in proc.stdout
+
+
+def test_gpu_check_script_is_valid_bash_and_refuses_unknown_modes(tmp_path):
+    script = BENCH / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
+    proc = subprocess.run(["bash", str(script), "fast"], capture_output=True, text=True,
+                          env={"OUT": str(tmp_path), "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "gpu_check: unknown mode 'fast' (expected full or smoke)"
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_mode_runs_every_step_on_the_cpu(tmp_path):
+    env = {**os.environ, "IGM_PYTHON": sys.executable, "OUT": str(tmp_path)}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "smoke"], env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    report = (tmp_path / "gpu_check.md").read_text()
+    assert "| ours-main | 400 m" in report
+    assert "| ours | basic | 4 |" in report and "| ours | joblib | 4 |" in report
+    assert "| ours | 60x60 | 3,600 | ok |" in report
+    rows = json.loads((tmp_path / "scaling.json").read_text())["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"]
