@@ -167,6 +167,20 @@ def plot(table_rows: list[dict[str, Any]], path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def save(args: Namespace, info: dict[str, str], notes: list[str], empty_mib: float,
+         measures: list[ci.Measure]) -> list[dict[str, Any]]:
+    """Write the record (``--json``, and bench/scaling.json with
+    ``--report``); return its table rows."""
+    table_rows = rows(measures, empty_mib, args.years)
+    record = {"machine": info, "notes": notes, "years": args.years, "dx_m": DX_M,
+              "empty_peak_mib": empty_mib, "rows": table_rows,
+              "exponents": exponents(table_rows), "runs": [asdict(m) for m in measures]}
+    for path in [args.json] + ([BENCH / "scaling.json"] if args.report else []):
+        if path is not None:
+            path.write_text(json.dumps(record, indent=1) + "\n")
+    return table_rows
+
+
 def parse_args(argv: list[str] | None) -> Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[100, 200, 400, 800, 1200, 2000],
@@ -213,22 +227,15 @@ def main(argv: list[str] | None = None) -> int:
             measures.append(m)
             if m.status != "ok":
                 stopped.add(model)  # a bigger grid would fail or time out too
-    table_rows = rows(measures, empty.peak_mib, args.years)
-    fits = exponents(table_rows)
+            save(args, info, notes, empty.peak_mib, measures)  # survives a later stop
+    table_rows = save(args, info, notes, empty.peak_mib, measures)
     print("\n" + "\n".join(f"{k}: {v}" for k, v in info.items()))
     print(f"empty run (time process only, {min(args.sizes)}^2 cells): peak "
           f"{empty.peak_mib:.0f} MiB")
     print(table(table_rows))
-    for model, fit in fits.items():
+    for model, fit in exponents(table_rows).items():
         print(f"{model}: cost per simulated year ~ cells^{fit['s_per_yr']:.2f}, per step "
               f"~ cells^{fit['ms_per_step']:.2f}, peak memory ~ cells^{fit['peak_mib']:.2f}")
-    record = {"machine": info, "notes": notes, "years": args.years, "dx_m": DX_M,
-              "empty_peak_mib": empty.peak_mib, "rows": table_rows, "exponents": fits,
-              "runs": [asdict(m) for m in measures]}
-    for path in [args.json] + ([BENCH / "scaling.json"] if args.report else []):
-        if path is not None:
-            path.write_text(json.dumps(record, indent=1) + "\n")
-            print(f"wrote {path}")
     if args.report:
         plot(table_rows, BENCH / "scaling.png")
         print(f"wrote {BENCH / 'scaling.png'}")

@@ -399,8 +399,10 @@ LAUNCHER_DISTRIBUTIONS = {"joblib": "hydra-joblib-launcher>=1.2,<1.3",
 
 
 def sweep_values(jobs: int) -> str:
-    """The swept values: particle seeding densities 0.1, 0.2, ... (one per job)."""
-    return ",".join(f"{0.1 * (i + 1):.1f}" for i in range(jobs))
+    """The swept values, one per job: particle seeding densities evenly
+    spaced up to 0.8 (IGM 3.2.1 seeds every int(1/density)-th cell, so it
+    refuses densities above 1)."""
+    return ",".join(f"{0.8 * (i + 1) / jobs:g}" for i in range(jobs))
 
 
 def run_sweep(model: str, launcher: str, base: dict[str, Any], work: Path,

@@ -115,17 +115,17 @@ def load_weights(path: Path, net: Network, arch: dict[str, object]) -> None:
 
 def frames(n: int, size: int, margin: int) -> list[tuple[int, int, int, int]]:
     """Overlapping frames along one axis of ``n`` cells: (start, stop) of the
-    frame fed to the network and (start, stop) of the part kept from it."""
+    frame fed to the network and (start, stop) of the part kept from it.
+    The kept parts split the axis into the fewest equal pieces whose frames
+    (the piece and ``margin`` cells each side) fit in ``size`` cells, so an
+    axis a little longer than ``size`` costs two half frames, not two full
+    ones."""
     if n <= size:
         return [(0, n, 0, n)]
-    step = max(size - 2 * margin, 1)
-    out, start = [], 0
-    while start < n:
-        a = max(0, min(start - margin, n - size))
-        keep = min(start + step, n)
-        out.append((a, a + size, start, keep))
-        start = keep
-    return out
+    count = -(-n // max(size - 2 * margin, 1))
+    cuts = [round(i * n / count) for i in range(count + 1)]
+    return [(max(k0 - margin, 0), min(k1 + margin, n), k0, k1)
+            for k0, k1 in itertools.pairwise(cuts)]
 
 
 class Emulator:
