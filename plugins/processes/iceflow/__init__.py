@@ -118,6 +118,9 @@ class EmulatorParams:
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
+    # largest frame side (cells) of one training iteration: a larger ice window
+    # trains on a random frame this size (the training holds about 5 kB per cell)
+    train_framesizemax: int = 256
     save_model: bool = False  # write the retrained network to the output folder
     network: NetworkParams = field(default_factory=NetworkParams)
 
@@ -147,7 +150,8 @@ def check_params(p: Params) -> None:
                 ("solver.gtol", p.solver.gtol),
                 ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
                 ("emulator.lr", p.emulator.lr),
-                ("emulator.framesizemax", p.emulator.framesizemax))
+                ("emulator.framesizemax", p.emulator.framesizemax),
+                ("emulator.train_framesizemax", p.emulator.train_framesizemax))
     for key, value in positive:
         if not value > 0:
             raise ConfigError(f"{KEY}.{key} must be positive, got {value}")

@@ -196,13 +196,13 @@ class Emulator:
     def train(self, args: tuple, nbit: int, lr: float | None = None,
               weight: float = 1.0) -> float:
         """``nbit`` Adam iterations on the energy of the geometry ``args``
-        = (thk, usurf, A, C, dx), on random frames when the grid is larger than
-        ``framesizemax``; the loss is ``weight`` times the energy (weights
-        balance geometries of different energy scales in pretraining);
-        returns the last energy."""
+        = (thk, usurf, A, C, dx), each on a random frame when the grid is
+        larger than ``train_framesizemax`` (or ``framesizemax``); the loss
+        is ``weight`` times the energy (weights balance geometries of
+        different energy scales in pretraining); returns the last energy."""
         thk, usurf, A, C, dx = args
         ny, nx = thk.shape
-        fs = self.p.emulator.framesizemax
+        fs = min(self.p.emulator.framesizemax, self.p.emulator.train_framesizemax)
         lr = tf.constant(self.p.emulator.lr if lr is None else lr, tf.float32)
         weight = tf.constant(weight, tf.float32)
         J = float("nan")

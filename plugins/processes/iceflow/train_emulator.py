@@ -176,7 +176,7 @@ def main(argv: list[str] | None = None) -> None:
     p = Params(method="emulated")
     p.emulator.pretrained = False
     p.emulator.nbit_init = 1
-    p.emulator.framesizemax = args.frame
+    p.emulator.framesizemax = p.emulator.train_framesizemax = args.frame
     p.emulator.warmup = args.warmup
     zeta = tf.constant(vertical_levels(p.numerics.Nz, p.numerics.vert_spacing))
     emu = Emulator(p, constants(p), zeta, tf.zeros(2), None)
