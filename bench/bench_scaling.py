@@ -152,14 +152,15 @@ def plot(table_rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4))
     for model in sorted({r["model"] for r in table_rows}):
         ok = [r for r in table_rows if r["model"] == model and r["status"] == "ok"]
         cells = [r["cells"] for r in ok]
-        axes[0].loglog(cells, [r["s_per_yr"] for r in ok], "o-", label=model)
-        axes[1].loglog(cells, [r["peak_mib"] for r in ok], "o-", label=model)
-    axes[0].set(xlabel="cells", ylabel="wall s per simulated yr", title="cost")
-    axes[1].set(xlabel="cells", ylabel="peak resident MiB", title="memory")
+        for ax, key in zip(axes, ("ms_per_step", "s_per_yr", "peak_mib"), strict=True):
+            ax.loglog(cells, [r[key] for r in ok], "o-", label=model)
+    axes[0].set(xlabel="cells", ylabel="wall ms per time step", title="cost per step")
+    axes[1].set(xlabel="cells", ylabel="wall s per simulated yr", title="cost per year")
+    axes[2].set(xlabel="cells", ylabel="peak resident MiB", title="memory")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
