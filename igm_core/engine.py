@@ -272,6 +272,14 @@ class _Run:
         return str(path)
 
 
+def _stop_on_ctrl_c(signals: interrupts.Interrupts) -> None:
+    """Raise KeyboardInterrupt when a Ctrl-C was received: one that landed
+    in a library which caught it (TensorFlow, loading a module or a compiled
+    function) and went on would otherwise be lost."""
+    if signals.sigint_received:
+        raise KeyboardInterrupt
+
+
 def _ctrl_c_error(state: State) -> str:
     """The run summary's error of a run stopped by Ctrl-C."""
     return f"interrupted by Ctrl-C (SIGINT) at t={float(state.t):g} yr"
@@ -344,6 +352,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
             schedule = CheckpointSchedule(job.checkpoints, float(state.t))
             signals.looping = True
             while state.t < state.t_end:
+                _stop_on_ctrl_c(signals)
                 job.update("processes", "igm_process_update")
                 job.update("outputs", "igm_output_update", run=ctx)
                 if state.saveresult:
@@ -363,6 +372,7 @@ def run(selection: Mapping[str, list[tuple[PluginEntry, Any]]], ctx: RunContext,
                         raise RunInterrupted(
                             f"interrupted by {interrupts.name(stop)} at t={float(state.t):g} yr "
                             f"(step {state.it}); checkpoint {path}", stop, path)
+            _stop_on_ctrl_c(signals)
             if job.checkpoints.at_end:
                 job.write_checkpoint("end of run")
             job.update("processes", "igm_process_finalize", run=ctx)

@@ -54,6 +54,22 @@ def igm_process_update(state):
     raise AttributeError("'list' object has no attribute '_type_spec'")
 """
 
+# a Ctrl-C that lands in a library which swallows it and goes on as if
+# nothing happened
+CTRL_C_SWALLOWED = PLUGIN_HEAD + """
+import os
+import signal
+import time
+
+@hookimpl
+def igm_process_update(state):
+    try:
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(5)
+    except KeyboardInterrupt:
+        pass
+"""
+
 SUMMARY_BREAKER = PLUGIN_HEAD + """
 import os
 
@@ -112,6 +128,20 @@ def test_a_ctrl_c_that_a_library_turns_into_another_error_is_an_interruption(
     [run_dir] = output_dirs(cwd)
     summary = json.loads((run_dir / "run_summary.json").read_text())
     assert summary["status"] == "interrupted"
+
+
+def test_a_ctrl_c_that_a_library_swallows_still_stops_the_run(experiment_dir, tmp_path):
+    cwd = experiment_dir("params", BASIC)
+    proc = run_igm(["+experiment=params", "processes=[time,swallow]"], cwd,
+                   env=fake_plugin(tmp_path, "swallow", CTRL_C_SWALLOWED))
+    assert proc.returncode == 128 + 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    [line] = [ln for ln in proc.stderr.splitlines() if ln.startswith("igm_run:")]
+    assert line.startswith("igm_run: interrupted by Ctrl-C (SIGINT)")
+    [run_dir] = output_dirs(cwd)
+    summary = json.loads((run_dir / "run_summary.json").read_text())
+    assert summary["status"] == "interrupted"
+    assert summary["steps"] == 1  # stopped after the step that caught the Ctrl-C
 
 
 def test_a_summary_that_cannot_be_written_leaves_the_run_completed(experiment_dir, tmp_path):
