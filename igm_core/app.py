@@ -349,6 +349,15 @@ def _key_hint(err: OmegaConfBaseException) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+def _yaml_boolean_hint(msg: str) -> str:
+    """A hint when YAML turned an unquoted choice (off, no, on, yes) into a
+    boolean that the choice's Enum refuses."""
+    if re.match(r"Invalid value '(True|False)', expected one of", msg):
+        return ("; YAML reads an unquoted off, no, on or yes as a boolean: quote the "
+                "choice (\"off\")")
+    return ""
+
+
 def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None) -> str:
     """One line describing a composition or run error for the user."""
     if isinstance(exc, IgmError):
@@ -375,7 +384,8 @@ def explain(exc: BaseException, found: dict[str, dict[str, PluginEntry]] | None)
         for err in _chain(exc):
             if isinstance(err, OmegaConfBaseException) and getattr(err, "full_key", None):
                 msg = str(getattr(err, "msg", "") or err).split("\n")[0].strip()
-                return f"{where}: {msg} (key '{err.full_key}'){_key_hint(err)}"
+                return (f"{where}: {msg} (key '{err.full_key}'){_key_hint(err)}"
+                        f"{_yaml_boolean_hint(msg)}")
         lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
         return f"{where}: " + "; ".join(lines)
     text = " ".join(str(exc).split(" Error stream produced")[0].split())

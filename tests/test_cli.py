@@ -128,6 +128,17 @@ def test_wrong_type_in_override_names_the_key(experiment_dir):
     assert "processes.time.start" in line and "abc" in line
 
 
+def test_an_unquoted_off_choice_gets_a_quoting_hint(experiment_dir):
+    cwd = experiment_dir("params", BASIC.replace("progress: log", "progress: off"))
+    line = one_line_error(run_igm(["+experiment=params"], cwd))
+    assert line == ("igm_run: error: in 'experiment/params.yaml': Invalid value 'False', "
+                    "expected one of [auto, bar, log, off] (key 'core.progress'); YAML reads "
+                    "an unquoted off, no, on or yes as a boolean: quote the choice (\"off\")")
+    quoted = experiment_dir("params", BASIC.replace("progress: log", 'progress: "off"'))
+    proc = run_igm(["+experiment=params"], quoted)
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_missing_experiment_file(tmp_path):
     line = one_line_error(run_igm(["+experiment=nope"], tmp_path))
     assert "experiment file not found: no 'experiment/nope.yaml'" in line
