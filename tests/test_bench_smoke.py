@@ -135,6 +135,28 @@ def test_gpu_check_script_is_valid_bash_and_refuses_unknown_modes(tmp_path):
     assert proc.stderr.strip() == "gpu_check: unknown mode 'fast' (expected full or smoke)"
 
 
+def test_gpu_check_without_a_python_or_wheels_is_one_line(tmp_path):
+    env = {"OUT": str(tmp_path / "out"), "WHEELS": str(tmp_path / "none"),
+           "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh")], capture_output=True, text=True,
+                          env=env)
+    assert proc.returncode == 2
+    # the script's output goes through tee into its log
+    assert (f"gpu_check: no IGM_PYTHON and no wheels in {tmp_path / 'none'} to install from"
+            in (proc.stdout + proc.stderr).splitlines())
+
+
+def test_gpu_check_full_mode_refuses_a_machine_without_gpu(tmp_path):
+    env = {**os.environ, "IGM_PYTHON": sys.executable, "OUT": str(tmp_path),
+           "CUDA_VISIBLE_DEVICES": "-1", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "full"], env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    assert ("gpu_check: TensorFlow sees no GPU (mode full needs one; mode smoke runs on the CPU)"
+            in proc.stdout + proc.stderr)
+    assert not (tmp_path / "century.json").exists()
+
+
 @pytest.mark.slow
 def test_gpu_check_smoke_mode_runs_every_step_on_the_cpu(tmp_path):
     env = {**os.environ, "IGM_PYTHON": sys.executable, "OUT": str(tmp_path)}
