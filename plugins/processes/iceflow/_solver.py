@@ -3,7 +3,8 @@
 Two optimisers, both warm-started from the previous field: L-BFGS
 (two-loop recursion, backtracking Armijo line search) on the column-scaled
 variables of :mod:`._precondition`, whose scales are rebuilt at the current
-velocity every ``refresh`` iterations, and Adam (fixed step in m/yr, on the
+velocity every ``refresh`` iterations, each run between two rebuilds one
+compiled loop (:func:`make_lbfgs_cycle`), and Adam (fixed step in m/yr, on the
 velocities). A solve stops when it has converged, when ``nbitmax``
 iterations are spent, or when the energy stops decreasing (the drop over
 the last ``patience`` iterations below ``rtol`` times its magnitude: the
@@ -18,6 +19,7 @@ A warm start that already satisfies it takes no iteration.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -33,6 +35,7 @@ from igm_plugins.processes.iceflow._precondition import (
 )
 
 LINE_SEARCH_HALVINGS = 40  # down to 1e-12 of the first guess: the line search has failed
+MEMORY = 10  # L-BFGS curvature pairs kept
 
 
 @dataclass
@@ -53,11 +56,15 @@ class Objective(NamedTuple):
     ``args = (thk, usurf, A, C, dx)``: ``fg(X, *args) -> (J, dJ/dX)`` of
     the velocity stack X (2, Nz, ny, nx, m/yr); ``fgs(Y, scale, *args)``
     the same of the column-scaled variables Y; ``scales(X, *args)`` the
-    column scales at X (see :mod:`._precondition`)."""
+    column scales at X (see :mod:`._precondition`); ``lbfgs`` and
+    ``lbfgs_scaled`` compiled L-BFGS runs of ``fg`` and ``fgs`` (see
+    :func:`make_lbfgs_cycle`)."""
 
     fg: Callable
     fgs: Callable
     scales: Callable
+    lbfgs: Callable
+    lbfgs_scaled: Callable
 
 
 def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, periodic: bool,
@@ -80,7 +87,8 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
     def compiled(f):
         return tf.function(f, jit_compile=jit, reduce_retracing=True, autograph=False)
 
-    return Objective(compiled(value_and_grad), compiled(scaled), compiled(scales))
+    return Objective(compiled(value_and_grad), compiled(scaled), compiled(scales),
+                     make_lbfgs_cycle(value_and_grad, jit), make_lbfgs_cycle(scaled, jit))
 
 
 def _stalled(history: list[float], patience: int, rtol: float) -> bool:
@@ -92,7 +100,7 @@ def _stalled(history: list[float], patience: int, rtol: float) -> bool:
 
 def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
              step_size: float, nbitmax: int, rtol: float = 1e-6, patience: int = 10,
-             memory: int = 10, gtol: float = 1e-2,
+             gtol: float = 1e-2,
              refresh: int = 20, X_metric: tf.Tensor | None = None,
              precondition: bool = True) -> tuple[tf.Tensor, SolveReport]:
     """Minimise ``fg(X, *args)`` from ``X0``; returns the minimiser and a
@@ -119,14 +127,14 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
                 or _stalled(history, patience, rtol)):
             break
         if optimizer == "lbfgs" and not precondition:
-            X, done, _ = _lbfgs(fg, X, args, nbitmax - it, memory, rtol, patience, history,
-                                first_step=step_size)
+            X, done, _ = _lbfgs(objective.lbfgs, X, args, nbitmax - it, rtol, patience,
+                                history, step_size, gamma)
         elif optimizer == "adam":
             X, done = _adam(fg, X, args, step_size, nbitmax - it, rtol, patience, history)
         else:
-            Y, done, gamma = _lbfgs(objective.fgs, to_scaled(X, scale), (scale, *args),
-                                    min(refresh, nbitmax - it), memory, rtol, patience,
-                                    history, gamma=gamma)
+            Y, done, gamma = _lbfgs(objective.lbfgs_scaled, to_scaled(X, scale),
+                                    (scale, *args), min(refresh, nbitmax - it), rtol, patience,
+                                    history, 0.0, gamma)
             X = from_scaled(Y, scale)
         it += done
         _, g = fg(X, *args)
@@ -159,70 +167,102 @@ def _adam(fg, X0, args, lr, nbitmax, rtol, patience, history):
     return X, it
 
 
-def _dot(a: tf.Tensor, b: tf.Tensor) -> float:
-    return float(tf.reduce_sum(a * b))
+def _lbfgs(cycle, Y0, args, nbit, rtol, patience, history, first_step, gamma):
+    """Run the compiled L-BFGS ``cycle`` for at most ``nbit`` iterations,
+    appending its energies to ``history``: (Y, iterations, the last
+    curvature ratio)."""
+    n = patience + 1
+    tail = [math.nan] * max(n - len(history), 0) + history[-n:]
+    Y, it, gamma, tail = cycle(Y0, tf.constant(nbit), tf.constant(gamma, tf.float32),
+                               tf.constant(first_step, tf.float32),
+                               tf.constant(tail, tf.float32), tf.constant(rtol, tf.float32),
+                               *args)
+    it = int(it)
+    history.extend(tail.numpy()[n - min(it, n):].tolist() if it else [])
+    return Y, it, float(gamma)
 
 
-def _lbfgs(fg, Y0, args, nbitmax, memory, rtol, patience, history, first_step=None,
-           gamma=1.0):
-    """L-BFGS from Y0 for at most nbitmax iterations, appending the
-    energies to ``history``; stops when it stalls or the line search fails.
-    Its first step is the steepest descent: ``gamma`` times the gradient
-    (in the scaled variables, where the previous cycle's last curvature
-    ratio s.y/y.y is a good guess), or with ``first_step`` a largest change
-    of that size. Returns (Y, iterations, the last curvature ratio)."""
+def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    return tf.reduce_sum(a * b)
 
-    def steepest(g):  # the factor of the gradient in a first step
-        if first_step is None:
-            return gamma
-        return first_step / max(float(tf.reduce_max(tf.abs(g))), 1e-30)
 
-    Y = tf.identity(Y0)
-    J, g = fg(Y, *args)
-    f = float(J)
-    pairs: list[tuple[tf.Tensor, tf.Tensor, float]] = []
-    it = 0
-    while it < nbitmax:
-        q = g
-        alphas = []
-        for s, y, rho in reversed(pairs):
-            a = rho * _dot(s, q)
-            alphas.append(a)
-            q = q - a * y
-        if pairs:
-            s, y, _ = pairs[-1]
-            q = q * (_dot(s, y) / _dot(y, y))
-        else:
-            q = q * steepest(g)
-        for (s, y, rho), a in zip(pairs, reversed(alphas), strict=True):
-            b = rho * _dot(y, q)
-            q = q + (a - b) * s
-        d = -q
-        slope = _dot(g, d)
-        if slope >= 0:
-            pairs.clear()
-            d = -g * steepest(g)
-            slope = _dot(g, d)
-        t = 1.0
-        for _ in range(LINE_SEARCH_HALVINGS):
-            Jn, gn = fg(Y + t * d, *args)
-            fn = float(Jn)
-            if fn <= f + 1e-4 * t * slope:
-                break
-            t *= 0.5
-        else:
-            break
-        it += 1
-        s = t * d
-        y = gn - g
-        sy = _dot(s, y)
-        if sy > 1e-12 * _dot(y, y):
-            pairs.append((s, y, 1.0 / sy))
-            if len(pairs) > memory:
-                pairs.pop(0)
-        Y, g, f = Y + s, gn, fn
-        history.append(f)
-        gamma = sy / _dot(y, y) if sy > 0 else gamma
-        if _stalled(history, patience, rtol):
-            break
-    return Y, it, gamma
+def make_lbfgs_cycle(fg: Callable, jit: bool, memory: int = MEMORY) -> Callable:
+    """One L-BFGS run (two-loop recursion over the last ``memory`` curvature
+    pairs, backtracking Armijo line search) of the objective ``fg(Y, *args)
+    -> (J, dJ/dY)``, compiled as a single loop (XLA with ``jit``): each pass
+    evaluates ``fg`` once, at the line search's next trial point, and the
+    caller reads one result per run instead of syncing at every dot product.
+
+    The returned function ``cycle(Y0, nbit, gamma, first_step, tail, rtol,
+    *args)`` runs at most ``nbit`` iterations from ``Y0`` and stops early
+    when the line search fails (40 halvings) or the energy stalls: its drop
+    over the last ``patience`` iterations at most ``rtol`` times its
+    magnitude, ``tail`` (patience + 1 energies, oldest first, NaN where
+    there is no history yet) carrying the energies before this run. The
+    first step, and any after a direction that does not descend, is the
+    steepest descent: ``gamma`` times the gradient or, with ``first_step >
+    0``, a largest change of ``first_step``. Returns (Y, iterations, the
+    last curvature ratio s.y/y.y, the updated tail)."""
+
+    def cycle(Y0, nbit, gamma, first_step, tail, rtol, *args):
+        def steepest(g, gamma):
+            largest = first_step / tf.maximum(tf.reduce_max(tf.abs(g)), 1e-30)
+            return tf.where(first_step > 0.0, largest, gamma)
+
+        def direction(g, S, D, rho, ratio, gamma):
+            """The quasi-Newton direction and its slope; the pairs are
+            forgotten (rho zero) when it does not descend."""
+            q, alphas = g, []
+            for i in reversed(range(memory)):  # newest to oldest (empty slots have rho 0)
+                a = rho[i] * _dot(S[i], q)
+                q = q - a * D[i]
+                alphas.append(a)
+            q = q * ratio
+            for i, a in zip(range(memory), reversed(alphas), strict=True):
+                q = q + (a - rho[i] * _dot(D[i], q)) * S[i]
+            descends = _dot(g, q) > 0.0
+            d = tf.where(descends, -q, -g * steepest(g, gamma))
+            return d, _dot(g, d), tf.where(descends, rho, tf.zeros_like(rho))
+
+        def step(it, k, Y, f, g, d, slope, t, S, D, rho, ratio, gamma, tail, stop):
+            f_new, g_new = fg(Y + t * d, *args)
+
+            def accept():
+                s, y = t * d, g_new - g
+                sy, yy = _dot(s, y), _dot(y, y)
+                keep = sy > 1e-12 * yy  # a curvature pair worth keeping
+                S2 = tf.where(keep, tf.concat([S[1:], [s]], 0), S)  # oldest first
+                D2 = tf.where(keep, tf.concat([D[1:], [y]], 0), D)
+                rho2 = tf.where(keep, tf.concat([rho[1:], [1.0 / tf.where(keep, sy, 1.0)]], 0),
+                                rho)
+                curvature = sy / tf.maximum(yy, 1e-30)
+                ratio2 = tf.where(keep, curvature, ratio)
+                gamma2 = tf.where(sy > 0.0, curvature, gamma)
+                tail2 = tf.concat([tail[1:], [f_new]], 0)
+                # NaN until there are patience + 1 energies: not stalled
+                stalled = tail2[0] - tail2[-1] <= rtol * tf.maximum(tf.abs(f_new), 1e-12)
+                d2, slope2, rho2 = direction(g_new, S2, D2, rho2, ratio2, gamma2)
+                return (it + 1, 0, Y + s, f_new, g_new, d2, slope2, 1.0, S2, D2, rho2, ratio2,
+                        gamma2, tail2, tf.logical_or(stalled, it + 1 >= nbit))
+
+            def backtrack():
+                return (it, k + 1, Y, f, g, d, slope, 0.5 * t, S, D, rho, ratio, gamma, tail,
+                        k + 1 >= LINE_SEARCH_HALVINGS)  # the line search has failed
+
+            return tf.cond(f_new <= f + 1e-4 * t * slope, accept, backtrack)  # Armijo
+
+        J0, g0 = fg(Y0, *args)
+        # the steps s and gradient changes y, oldest first: shifted in, not a
+        # ring indexed by the newest slot, whose dynamic slices took XLA
+        # minutes to compile (74 s at 100 m against 3 s)
+        S = tf.zeros(tf.concat([[memory], tf.shape(Y0)], 0), Y0.dtype)
+        rho = tf.zeros((memory,), Y0.dtype)  # 1 / s.y, zero in an empty slot
+        ratio = steepest(g0, gamma)
+        d, slope, rho = direction(g0, S, S, rho, ratio, gamma)
+        it, _, Y, *_, gamma, tail, _ = tf.while_loop(
+            lambda *v: tf.logical_not(v[-1]), step,
+            (tf.constant(0), tf.constant(0), Y0, J0, g0, d, slope, tf.constant(1.0), S, S, rho,
+             ratio, gamma, tail, nbit <= 0))
+        return Y, it, gamma, tail
+
+    return tf.function(cycle, jit_compile=jit, reduce_retracing=True, autograph=False)
