@@ -60,7 +60,7 @@ def measure(method: str, k: int, repeat: int) -> dict[str, float]:
         times.append(time.perf_counter() - t0)
     out["per_call_s"] = float(np.median(times))
     if method == "emulated":
-        from igm_plugins.processes.iceflow._window import crop
+        from igm_plugins._window import crop
 
         args = crop(flow.inputs(state), flow.emulator.window.current)  # as in a run
         flow.emulator.train(args, 2)

@@ -63,8 +63,8 @@ def test_the_window_around_the_ice_reproduces_the_whole_grid(tmp_path) -> None:
     """The emulator runs on the bounding box of the ice grown by the
     network's reach: on every ice node its velocities equal the whole-grid
     prediction, and they are zero outside the window."""
+    from igm_plugins._window import ice_window
     from igm_plugins.processes.iceflow._flow import IceFlow
-    from igm_plugins.processes.iceflow._window import ice_window
 
     state = hef_state(2)
     p = iceflow.Params()
@@ -85,7 +85,7 @@ def test_the_window_around_the_ice_reproduces_the_whole_grid(tmp_path) -> None:
 
 
 def test_ice_window_edges_and_empty_grid() -> None:
-    from igm_plugins.processes.iceflow._window import ice_window
+    from igm_plugins._window import ice_window
 
     ice = np.zeros((50, 70), bool)
     assert ice_window(ice, 5) is None
@@ -97,7 +97,7 @@ def test_ice_window_edges_and_empty_grid() -> None:
 
 
 def test_ice_window_is_kept_while_the_ice_retreats_and_grows_when_it_advances() -> None:
-    from igm_plugins.processes.iceflow._window import ice_window
+    from igm_plugins._window import ice_window
 
     ice = np.zeros((100, 100), bool)
     ice[40:60, 30:70] = True

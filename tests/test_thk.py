@@ -167,3 +167,31 @@ def test_a_volume_grown_a_hundredfold_stops_the_run_with_its_budget(tmp_path):
         "times 0.032 km3 (budget since the start: smb and other sources +3.84, clipping +0, out "
         "through the edges 0 km3); most of it from the surface mass balance and the other "
         "sources: check their parameters and units (m ice per year)")
+
+
+@pytest.mark.parametrize("slope_type", ["superbee", "upwind"])
+@pytest.mark.parametrize("centre", [(30.0, 40.0), (30.0, 92.0)])
+def test_the_transport_on_the_ice_window_is_the_whole_grid_s(slope_type, centre):
+    """A small ice cap in a large domain (inside it, and flowing out through
+    its east edge): the windowed fluxes give the whole grid's divergence and
+    edge outflow, with velocities everywhere (faces between ice-free cells
+    carry no flux whatever their velocity)."""
+    ny, nx, dt = 64, 96, 0.5
+    y, x = np.mgrid[0:ny, 0:nx].astype("float32")
+    r2 = ((x - centre[1]) ** 2 + (y - centre[0]) ** 2) / 9.0**2
+    H = 200.0 * np.sqrt(np.clip(1.0 - r2, 0.0, None))
+    u, v = 30.0 + 0.2 * x, -10.0 + 0.1 * y  # m/yr, nonzero on every cell
+    state = make_state(nx=nx, ny=ny, dx=DX, thk=H, topg=1000.0, ubar=u, vbar=v)
+    fx, fy, div = thk.windowed_transport(state, dt, slope_type)
+    assert fx.shape[0] < ny and fx.shape[1] < nx + 1  # a window, not the grid
+    uf, vf = thk.node_to_face(state.ubar, state.vbar)
+    Fx, Fy = thk.face_fluxes(state.thk, uf, vf, dt / DX, slope_type)
+    whole = thk.divergence(Fx, Fy, DX).numpy()
+    assert np.abs(whole).max() > 1.0  # m/yr: the ice moves
+    np.testing.assert_array_equal(div.numpy(), whole)
+    outflow = thk.outflow_rate(Fx, Fy, DX)
+    assert thk.outflow_rate(fx, fy, DX) == outflow
+    assert (outflow > 1e4) == (centre[1] > nx - 9)  # m3/yr out through the east edge
+    empty = make_state(nx=nx, ny=ny, dx=DX, thk=0.0, topg=1000.0, ubar=u, vbar=v)
+    fx, fy, div = thk.windowed_transport(empty, dt, slope_type)
+    assert thk.outflow_rate(fx, fy, DX) == 0.0 and not np.any(div.numpy())

@@ -16,6 +16,12 @@ staggered shallow-ice velocity, which keeps the steep margin of an ice cap
 accurate), otherwise the mean of the two cell-centre values of ``ubar``,
 ``vbar``.
 
+The fluxes are computed on the window around the ice (its bounding box grown
+by :data:`WINDOW_MARGIN` cells): a face between two ice-free cells carries
+no flux whatever its velocity (both reconstructions are zero), so the
+window's fluxes are the whole grid's, and the cost of the transport follows
+the glacier, not the domain.
+
 Sources: ``thk`` is the one writer of the thickness. Every other process
 that changes it hands a rate (m ice per year) in a field declared with
 ``rate_of="thk"``: the surface mass balance ``smb``, and any other source
@@ -58,8 +64,10 @@ import numpy as np
 
 from igm_core import Choice, Field, hookimpl
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
+from igm_plugins._window import ice_window, uncrop
 
 KEY = "processes.thk"
+WINDOW_MARGIN = 2  # cells around the ice: the limiter reads two cells upwind of a face
 
 
 class Slope(Choice):
@@ -196,16 +204,38 @@ def face_fluxes(thk: Any, ubar_xface: Any, vbar_yface: Any, dt_dx: float,
     return _kernels(slope_type)(thk, ubar_xface, vbar_yface, tf.constant(dt_dx, tf.float32))
 
 
+def windowed_transport(state, dt: float, slope_type: str) -> tuple[Any, Any, Any]:
+    """The face fluxes (m2/yr) on the window around the ice, x-faces (h,
+    w+1) and y-faces (h+1, w), and the flux divergence on the whole grid
+    (m/yr, zero outside the window), over a step of ``dt`` yr."""
+    import tensorflow as tf
+
+    thk = state.thk
+    window = ice_window(np.asarray(thk) > 0.0, WINDOW_MARGIN)
+    if window is None:
+        empty = tf.zeros((0, 0), tf.float32)
+        return empty, empty, tf.zeros_like(thk)
+    (r, c) = window
+    uf, vf = face_velocities(state)
+    fx, fy = face_fluxes(thk[window], uf[r, c.start:c.stop + 1], vf[r.start:r.stop + 1, c],
+                         dt / state.dx, slope_type)
+    return fx, fy, uncrop(divergence(fx, fy, state.dx), window, thk.shape)
+
+
 def divergence(fx: Any, fy: Any, dx: float) -> Any:
     """Flux divergence (m/yr) on (ny, nx) from face fluxes (m2/yr)."""
     return (fx[:, 1:] - fx[:, :-1] + fy[1:, :] - fy[:-1, :]) / dx
 
 
 def outflow_rate(fx: Any, fy: Any, dx: float) -> float:
-    """Net ice volume leaving the domain through its edges (m3/yr)."""
+    """Net ice volume leaving the domain through its edges (m3/yr), from
+    the face fluxes of the grid or of a window around the ice (whose edges
+    are the domain's, or carry no flux); 0 without faces (no ice)."""
     f64 = np.float64
     fx = np.asarray(fx, dtype=f64)
     fy = np.asarray(fy, dtype=f64)
+    if fx.size == 0 or fy.size == 0:
+        return 0.0
     return float(dx * (fx[:, -1].sum() - fx[:, 0].sum() + fy[-1, :].sum() - fy[0, :].sum()))
 
 
@@ -278,8 +308,7 @@ def igm_process_update(params: Params, state, memory: MassBudget) -> None:
     if dt <= 0:
         return
     dx = state.dx
-    fx, fy = face_fluxes(state.thk, *face_velocities(state), dt / dx, params.slope_type)
-    state.divflux = divergence(fx, fy, dx)
+    fx, fy, state.divflux = windowed_transport(state, dt, params.slope_type)
     transported = state.thk - dt * state.divflux
     kept = tf.maximum(transported, 0.0)
     new, added = add_sources(kept, state.get("smb"),

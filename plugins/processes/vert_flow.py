@@ -16,6 +16,12 @@ velocities ``U``, ``V`` (nz, ny, nx, m/yr) and no melt at the bed
 Horizontal derivatives are centred differences (one-sided at the domain
 edge), integrals in ``zeta`` trapezoidal; W is 0 where there is no ice.
 ``wvelsurf`` is W at the surface level.
+
+W is computed on the window around the ice (its bounding box grown by
+:data:`WINDOW_MARGIN` cells, kept from step to step as the process's
+memory) and padded with zeros: the cost follows the glacier, not the
+domain. Every ice cell's centred differences stay inside the window, so
+the result is the whole grid's.
 """
 
 from __future__ import annotations
@@ -25,8 +31,10 @@ from functools import cache, partial
 from typing import Any
 
 from igm_core import Choice, hookimpl
+from igm_plugins._window import IceWindow, uncrop
 
 KEY = "processes.vert_flow"
+WINDOW_MARGIN = 2  # cells around the ice (centred differences need 1)
 
 
 class Method(Choice):
@@ -117,18 +125,29 @@ def _compiled(method: str, dx: float) -> Any:
                        autograph=False)
 
 
-def update(params: Params, state) -> None:
-    """Recompute ``state.W`` and ``state.wvelsurf``."""
-    state.W = _compiled(params.method, float(state.dx))(state.U, state.V, state.zeta, state.thk,
-                                                         state.topg)
-    state.wvelsurf = state.W[-1]
+def update(params: Params, state, window: IceWindow) -> None:
+    """Recompute ``state.W`` and ``state.wvelsurf`` on the ``window`` around the ice."""
+    import tensorflow as tf
+
+    where = window.follow(state.thk)
+    if where is None:
+        W = tf.zeros_like(state.U)
+    else:
+        full = (slice(None), *where)
+        W = _compiled(params.method, float(state.dx))(state.U[full], state.V[full], state.zeta,
+                                                      state.thk[where], state.topg[where])
+        W = uncrop(W, where, state.grid.shape)
+    state.W = W
+    state.wvelsurf = W[-1]
 
 
 @hookimpl
-def igm_process_initialize(params: Params, state) -> None:
-    update(params, state)
+def igm_process_initialize(params: Params, state) -> IceWindow:
+    window = IceWindow(WINDOW_MARGIN, 0.0, KEY)
+    update(params, state, window)
+    return window
 
 
 @hookimpl
-def igm_process_update(params: Params, state) -> None:
-    update(params, state)
+def igm_process_update(params: Params, state, memory: IceWindow) -> None:
+    update(params, state, memory)

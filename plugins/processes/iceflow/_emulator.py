@@ -20,9 +20,10 @@ import numpy as np
 import tensorflow as tf
 
 from igm_core.errors import ConfigError, DataError
+from igm_plugins._window import IceWindow, crop, uncrop
+from igm_plugins.processes.iceflow import KEY
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_objective
-from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
 
@@ -153,7 +154,7 @@ class Emulator:
         self.nstep = tf.Variable(0.0)
         self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
-        self.window = IceWindow(self.margin, consts.thr_ice_thk)  # the ice and the reach
+        self.window = IceWindow(self.margin, consts.thr_ice_thk, KEY)  # the ice and the reach
         self._energy_and_grad = make_objective(consts, zeta, slope, self.periodic,
                                                params.numerics.jit).fg
         self._train = tf.function(self._train_step, reduce_retracing=True, autograph=False)

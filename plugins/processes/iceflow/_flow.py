@@ -11,6 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from igm_core.errors import ConfigError, PluginRuntimeError
+from igm_plugins._window import IceWindow, crop, uncrop
 from igm_plugins.processes.iceflow import KEY, Params
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
@@ -23,7 +24,6 @@ from igm_plugins.processes.iceflow._physics import (
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_objective, minimise
-from igm_plugins.processes.iceflow._window import IceWindow, crop, uncrop
 
 log = logging.getLogger("igm.processes.iceflow")
 NOSLIP_C = 1e4  # MPa: the Weertman C standing for a no-slip node (frozen at any driving stress)
@@ -72,7 +72,7 @@ class IceFlow:
         # solves so far, the unconverged ones and the largest scaled residual
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
-        self.window = IceWindow(2, self.consts.thr_ice_thk)  # the solver's: ice + 2 cells
+        self.window = IceWindow(2, self.consts.thr_ice_thk, KEY)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
                                    autograph=False)
 

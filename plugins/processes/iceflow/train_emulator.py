@@ -167,11 +167,11 @@ def main(argv: list[str] | None = None) -> None:
 
     import tensorflow as tf
 
+    from igm_plugins._window import crop, ice_window
     from igm_plugins.processes.iceflow import Params
     from igm_plugins.processes.iceflow._emulator import Emulator, load_weights, save_weights
     from igm_plugins.processes.iceflow._flow import constants
     from igm_plugins.processes.iceflow._physics import vertical_levels
-    from igm_plugins.processes.iceflow._window import crop, ice_window
 
     p = Params(method="emulated")
     p.emulator.pretrained = False

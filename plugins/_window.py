@@ -1,6 +1,7 @@
-"""The part of the grid the ice flow needs: the bounding box of the ice,
-grown by a margin. Ice-free nodes carry no flow, so the energy, the solver
-and the emulator can work on that window and pad their result with zeros."""
+"""The part of the grid a process needs: the bounding box of the ice, grown
+by a margin. Ice-free nodes carry no flow, so the ice flow (its energy,
+solver and emulator) and the vertical velocity work on that window and pad
+their result with zeros: their cost follows the glacier, not the domain."""
 
 from __future__ import annotations
 
@@ -8,8 +9,6 @@ import logging
 
 import numpy as np
 import tensorflow as tf
-
-log = logging.getLogger("igm.processes.iceflow")
 
 
 def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
@@ -45,19 +44,22 @@ def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
 
 
 class IceWindow:
-    """The window one method keeps from step to step: :func:`ice_window` of
-    ``thk > thr_ice_thk`` (m) with ``margin`` cells, starting from the last one."""
+    """The window one process (or method) keeps from step to step:
+    :func:`ice_window` of ``thk > thr_ice_thk`` (m) with ``margin`` cells,
+    starting from the last one; its moves are logged at debug level by the
+    logger of ``owner`` (a configuration key such as ``processes.iceflow``)."""
 
-    def __init__(self, margin: int, thr_ice_thk: float) -> None:
+    def __init__(self, margin: int, thr_ice_thk: float, owner: str) -> None:
         self.margin, self.thr_ice_thk = margin, thr_ice_thk
         self.current: tuple[slice, slice] | None = None
+        self.log = logging.getLogger(f"igm.{owner}")
 
     def follow(self, thk: tf.Tensor) -> tuple[slice, slice] | None:
         """The window for the thickness ``thk`` (ny, nx); None without ice."""
         window = ice_window(np.asarray(thk) > self.thr_ice_thk, self.margin,
                             current=self.current)
         if window is not None and window != self.current:
-            log.debug("ice-flow window: rows %d-%d, columns %d-%d", window[0].start,
+            self.log.debug("window: rows %d-%d, columns %d-%d", window[0].start,
                       window[0].stop, window[1].start, window[1].stop)
         self.current = window
         return window
