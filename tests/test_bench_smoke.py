@@ -126,6 +126,16 @@ def test_scaling_bench_runs_our_model_on_two_tiny_ranges(tmp_path):
     assert "| ours | 60x60 | 3,600 | ok |" in proc.stdout
 
 
+def test_small_glacier_bench_prints_a_row_per_grid():
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / "bench_small_glacier.py"), "--sizes", "48", "96", "--cap",
+         "20", "--repeat", "2"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    rows = [line.split("|")[1:-1] for line in proc.stdout.splitlines()
+            if line.startswith("| 48 x 48") or line.startswith("| 96 x 96")]
+    assert len(rows) == 2 and all(float(cell) > 0 for row in rows for cell in row[1:])
+
+
 def test_gpu_check_script_is_valid_bash_and_refuses_unknown_modes(tmp_path):
     script = BENCH / "gpu_check.sh"
     assert subprocess.run(["bash", "-n", str(script)]).returncode == 0
