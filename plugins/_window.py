@@ -6,9 +6,12 @@ their result with zeros: their cost follows the glacier, not the domain."""
 from __future__ import annotations
 
 import logging
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:  # plugins import TensorFlow only once the parameters are checked
+    import tensorflow as tf
 
 
 def ice_window(ice: np.ndarray, margin: int, bucket: int = 16,
@@ -87,6 +90,8 @@ def crop(args: tuple, window: tuple[slice, slice]) -> tuple:
 
 def uncrop(X: tf.Tensor, window: tuple[slice, slice], shape: tuple[int, int]) -> tf.Tensor:
     """A field (..., h, w) on ``window`` padded with zeros to the grid ``shape``."""
+    import tensorflow as tf
+
     (r, c), (ny, nx) = window, shape
     pad = [[0, 0]] * (X.shape.rank - 2) + [[r.start, ny - r.stop], [c.start, nx - c.stop]]
     return tf.pad(X, pad)
