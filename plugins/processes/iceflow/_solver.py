@@ -3,9 +3,9 @@
 Two optimisers, both warm-started from the previous field: L-BFGS
 (two-loop recursion, backtracking Armijo line search) on the column-scaled
 variables of :mod:`._precondition`, whose scales are rebuilt at the current
-velocity every ``refresh`` iterations, each run between two rebuilds one
-compiled loop (:func:`make_lbfgs_cycle`), and Adam (fixed step in m/yr, on the
-velocities). A solve stops when it has converged, when ``nbitmax``
+velocity every ``refresh`` iterations, each rebuild and the run up to the
+next one a single compiled call (:func:`make_lbfgs_cycle`), and Adam (fixed
+step in m/yr, on the velocities). A solve stops when it has converged, when ``nbitmax``
 iterations are spent, or when the energy stops decreasing (the drop over
 the last ``patience`` iterations below ``rtol`` times its magnitude: the
 float32 floor).
@@ -14,7 +14,9 @@ Converged means a scaled residual at most ``gtol``: the norm of the
 energy's gradient in the column metric (an estimate of the energy-norm
 distance to the minimum) relative to its norm at zero velocity, where the
 viscous and friction terms vanish and the gradient is the driving stress.
-A warm start that already satisfies it takes no iteration.
+The L-BFGS run checks it at every iteration, in the metric of the scales it
+runs on (built at most ``refresh`` iterations before), and stops as soon as
+it holds; a warm start that already satisfies it takes no iteration.
 """
 
 from __future__ import annotations
@@ -54,14 +56,12 @@ class SolveReport:
 class Objective(NamedTuple):
     """The compiled functions a solve calls, on the window's fields
     ``args = (thk, usurf, A, C, dx)``: ``fg(X, *args) -> (J, dJ/dX)`` of
-    the velocity stack X (2, Nz, ny, nx, m/yr); ``fgs(Y, scale, *args)``
-    the same of the column-scaled variables Y; ``scales(X, *args)`` the
-    column scales at X (see :mod:`._precondition`); ``lbfgs`` and
-    ``lbfgs_scaled`` compiled L-BFGS runs of ``fg`` and ``fgs`` (see
-    :func:`make_lbfgs_cycle`)."""
+    the velocity stack X (2, Nz, ny, nx, m/yr); ``scales(X, *args)`` the
+    column scales at X (see :mod:`._precondition`); ``lbfgs`` a compiled
+    L-BFGS run on the velocities and ``lbfgs_scaled`` one on the
+    column-scaled variables (see :func:`make_lbfgs_cycle`)."""
 
     fg: Callable
-    fgs: Callable
     scales: Callable
     lbfgs: Callable
     lbfgs_scaled: Callable
@@ -77,18 +77,48 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
             J = energy(X[0], X[1], thk, usurf, A, C, dx, zeta, slope, consts, periodic)
         return J, tape.gradient(J, X)
 
-    def scaled(Y, scale, thk, usurf, A, C, dx):
-        J, g = value_and_grad(from_scaled(Y, scale), thk, usurf, A, C, dx)
-        return J, scaled_gradient(g, scale)
-
     def scales(X, thk, usurf, A, C, dx):
         return column_scales(X, thk, usurf, A, C, dx, zeta, slope, consts, periodic)
+
+    def plain(Y, *args):
+        J, g = value_and_grad(Y, *args)
+        return J, g, g
+
+    def scaled(Y, scale, *args):
+        """(J, the gradient in the scaled variables, the gradient in velocity)."""
+        J, g = value_and_grad(from_scaled(Y, scale), *args)
+        return J, scaled_gradient(g, scale), g
+
+    run_plain, run_scaled = make_lbfgs_cycle(plain), make_lbfgs_cycle(scaled)
+
+    def lbfgs(X, J, g, nbit, gamma, tail, rtol, first_step, *args):
+        X, it, gamma, tail, J, g, _ = run_plain(X, J, g, g, nbit, gamma, first_step, tail, rtol,
+                                                tf.constant(0.0), *args)
+        return X, it, gamma, tail, J, g
+
+    def lbfgs_scaled(X, X_metric, J, g, driving, nbit, gamma, tail, rtol, gtol, *args):
+        """Rebuild the scales at X_metric and run L-BFGS on the scaled
+        variables from X until the residual in their metric is at most
+        gtol; returns the velocity, iterations, the last curvature ratio,
+        the energy tail, J and dJ/dX at the velocity, and its residual."""
+        scale = scales(X_metric, *args)
+        norm_driving = tf.maximum(tf.norm(scaled_gradient(driving, scale)), 1e-30)
+        Y = to_scaled(X, scale)
+        # a node frozen since X was computed holds its basal velocity at zero and
+        # its column keeps its shear: the energy at the shifted X is needed then
+        shifted = tf.reduce_any((scale[:, 0] == 0.0) & (X[:, 0] != 0.0))
+        J, g = tf.cond(shifted, lambda: value_and_grad(from_scaled(Y, scale), *args),
+                       lambda: (J, g))
+        Y, it, gamma, tail, J, gs, g = run_scaled(
+            Y, J, scaled_gradient(g, scale), g, nbit, gamma, tf.constant(0.0),
+            tail, rtol, gtol * norm_driving, scale, *args)
+        return from_scaled(Y, scale), it, gamma, tail, J, g, tf.norm(gs) / norm_driving
 
     def compiled(f):
         return tf.function(f, jit_compile=jit, reduce_retracing=True, autograph=False)
 
-    return Objective(compiled(value_and_grad), compiled(scaled), compiled(scales),
-                     make_lbfgs_cycle(value_and_grad, jit), make_lbfgs_cycle(scaled, jit))
+    return Objective(compiled(value_and_grad), compiled(scales), compiled(lbfgs),
+                     compiled(lbfgs_scaled))
 
 
 def _stalled(history: list[float], patience: int, rtol: float) -> bool:
@@ -111,34 +141,33 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
     None; from rest, an estimate such as the shallow-ice field);
     ``precondition``: false runs L-BFGS on the velocities themselves (the
     scales still measure the residual)."""
-    fg, scales = objective.fg, objective.scales
+    fg = objective.fg
     _, driving = fg(tf.zeros_like(X0), *args)
-    X = X0
-    J, g = fg(X, *args)
+    J, g = fg(X0, *args)
     history = [float(J)]
-    it, gamma = 0, 1.0  # the first L-BFGS step of a cycle: gamma times the gradient
-    finished = False  # a failed line search, or the one run of Adam or plain L-BFGS
-    while True:
-        scale = scales(X if X_metric is None else X_metric, *args)
-        X_metric = None  # the later scales follow the velocity
+    if optimizer == "adam" or not precondition:
+        if optimizer == "adam":
+            X, it = _adam(fg, X0, args, step_size, nbitmax, rtol, patience, history)
+            _, g = fg(X, *args)
+        else:
+            X, it, _, J, g = _lbfgs(objective.lbfgs, (X0, J, g), args, nbitmax, rtol, patience,
+                                    history, 1.0, step_size)
+        scale = objective.scales(X, *args)
         residual = _norm(scaled_gradient(g, scale)) / max(
             _norm(scaled_gradient(driving, scale)), 1e-30)
-        if (finished or residual <= gtol or it >= nbitmax
+        return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
+    X, it, gamma = X0, 0, 1.0  # the first L-BFGS step of a cycle: gamma times the gradient
+    metric = X0 if X_metric is None else X_metric
+    while True:
+        # one cycle between two rebuilds of the scales; it stops at once when converged
+        X, done, gamma, J, g, residual = _lbfgs(
+            objective.lbfgs_scaled, (X, metric, J, g, driving), args,
+            min(refresh, nbitmax - it), rtol, patience, history, gamma, gtol)
+        it += done
+        metric = X  # the later scales follow the velocity
+        if (done == 0 or residual <= gtol or it >= nbitmax
                 or _stalled(history, patience, rtol)):
             break
-        if optimizer == "lbfgs" and not precondition:
-            X, done, _ = _lbfgs(objective.lbfgs, X, args, nbitmax - it, rtol, patience,
-                                history, step_size, gamma)
-        elif optimizer == "adam":
-            X, done = _adam(fg, X, args, step_size, nbitmax - it, rtol, patience, history)
-        else:
-            Y, done, gamma = _lbfgs(objective.lbfgs_scaled, to_scaled(X, scale),
-                                    (scale, *args), min(refresh, nbitmax - it), rtol, patience,
-                                    history, 0.0, gamma)
-            X = from_scaled(Y, scale)
-        it += done
-        _, g = fg(X, *args)
-        finished = done == 0 or optimizer == "adam" or not precondition
     return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
 
 
@@ -167,44 +196,53 @@ def _adam(fg, X0, args, lr, nbitmax, rtol, patience, history):
     return X, it
 
 
-def _lbfgs(cycle, Y0, args, nbit, rtol, patience, history, first_step, gamma):
-    """Run the compiled L-BFGS ``cycle`` for at most ``nbit`` iterations,
-    appending its energies to ``history``: (Y, iterations, the last
-    curvature ratio)."""
+def _lbfgs(cycle, inputs, args, nbit, rtol, patience, history, gamma, last):
+    """Call the compiled L-BFGS ``cycle`` (``lbfgs`` or ``lbfgs_scaled`` of
+    :class:`Objective`) on its leading ``inputs`` for at most ``nbit``
+    iterations, appending its energies to ``history``; ``last`` is the
+    cycle's final argument before ``args`` (the first step of ``lbfgs``,
+    the tolerance of ``lbfgs_scaled``). Returns the cycle's outputs with
+    the iteration count and the last curvature ratio as Python numbers
+    and the energy tail consumed."""
     n = patience + 1
     tail = [math.nan] * max(n - len(history), 0) + history[-n:]
-    Y, it, gamma, tail = cycle(Y0, tf.constant(nbit), tf.constant(gamma, tf.float32),
-                               tf.constant(first_step, tf.float32),
-                               tf.constant(tail, tf.float32), tf.constant(rtol, tf.float32),
-                               *args)
+    f32 = tf.float32
+    X, it, gamma, tail, *rest = cycle(*inputs, tf.constant(nbit), tf.constant(gamma, f32),
+                                      tf.constant(tail, f32), tf.constant(rtol, f32),
+                                      tf.constant(last, f32), *args)
     it = int(it)
     history.extend(tail.numpy()[n - min(it, n):].tolist() if it else [])
-    return Y, it, float(gamma)
+    return (X, it, float(gamma), *rest)
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return tf.reduce_sum(a * b)
 
 
-def make_lbfgs_cycle(fg: Callable, jit: bool, memory: int = MEMORY) -> Callable:
+def make_lbfgs_cycle(fg: Callable, memory: int = MEMORY) -> Callable:
     """One L-BFGS run (two-loop recursion over the last ``memory`` curvature
     pairs, backtracking Armijo line search) of the objective ``fg(Y, *args)
-    -> (J, dJ/dY)``, compiled as a single loop (XLA with ``jit``): each pass
-    evaluates ``fg`` once, at the line search's next trial point, and the
-    caller reads one result per run instead of syncing at every dot product.
+    -> (J, dJ/dY, aux)`` as a single loop, to be compiled by the caller:
+    each pass evaluates ``fg`` once, at the line search's next trial point,
+    and the caller reads one result per run instead of syncing at every dot
+    product. ``aux`` is anything of the iterate the caller wants back (the
+    gradient in other variables).
 
-    The returned function ``cycle(Y0, nbit, gamma, first_step, tail, rtol,
-    *args)`` runs at most ``nbit`` iterations from ``Y0`` and stops early
-    when the line search fails (40 halvings) or the energy stalls: its drop
-    over the last ``patience`` iterations at most ``rtol`` times its
-    magnitude, ``tail`` (patience + 1 energies, oldest first, NaN where
-    there is no history yet) carrying the energies before this run. The
-    first step, and any after a direction that does not descend, is the
-    steepest descent: ``gamma`` times the gradient or, with ``first_step >
-    0``, a largest change of ``first_step``. Returns (Y, iterations, the
-    last curvature ratio s.y/y.y, the updated tail)."""
+    The returned function ``cycle(Y0, J0, g0, aux0, nbit, gamma, first_step,
+    tail, rtol, gstop, *args)`` starts from ``Y0`` and ``fg``'s values
+    there, runs at most ``nbit`` iterations and stops early when the
+    gradient's norm is at most ``gstop`` (converged; at once if ``g0``
+    is), when the line search fails (40 halvings) or when the energy
+    stalls: its drop over the last ``patience`` iterations at most ``rtol``
+    times its magnitude, ``tail`` (patience + 1 energies, oldest first,
+    NaN where there is no history yet) carrying the energies before this
+    run. The first step, and any after a direction that does not descend,
+    is the steepest descent: ``gamma`` times the gradient or, with
+    ``first_step > 0``, a largest change of ``first_step``. Returns (Y,
+    iterations, the last curvature ratio s.y/y.y, the updated tail, and
+    J, dJ/dY and aux at Y)."""
 
-    def cycle(Y0, nbit, gamma, first_step, tail, rtol, *args):
+    def cycle(Y0, J0, g0, aux0, nbit, gamma, first_step, tail, rtol, gstop, *args):
         def steepest(g, gamma):
             largest = first_step / tf.maximum(tf.reduce_max(tf.abs(g)), 1e-30)
             return tf.where(first_step > 0.0, largest, gamma)
@@ -224,8 +262,8 @@ def make_lbfgs_cycle(fg: Callable, jit: bool, memory: int = MEMORY) -> Callable:
             d = tf.where(descends, -q, -g * steepest(g, gamma))
             return d, _dot(g, d), tf.where(descends, rho, tf.zeros_like(rho))
 
-        def step(it, k, Y, f, g, d, slope, t, S, D, rho, ratio, gamma, tail, stop):
-            f_new, g_new = fg(Y + t * d, *args)
+        def step(it, k, Y, f, g, aux, d, slope, t, S, D, rho, ratio, gamma, tail, stop):
+            f_new, g_new, aux_new = fg(Y + t * d, *args)
 
             def accept():
                 s, y = t * d, g_new - g
@@ -242,16 +280,17 @@ def make_lbfgs_cycle(fg: Callable, jit: bool, memory: int = MEMORY) -> Callable:
                 # NaN until there are patience + 1 energies: not stalled
                 stalled = tail2[0] - tail2[-1] <= rtol * tf.maximum(tf.abs(f_new), 1e-12)
                 d2, slope2, rho2 = direction(g_new, S2, D2, rho2, ratio2, gamma2)
-                return (it + 1, 0, Y + s, f_new, g_new, d2, slope2, 1.0, S2, D2, rho2, ratio2,
-                        gamma2, tail2, tf.logical_or(stalled, it + 1 >= nbit))
+                converged = _dot(g_new, g_new) <= gstop * gstop
+                stop = tf.reduce_any([stalled, converged, it + 1 >= nbit])
+                return (it + 1, 0, Y + s, f_new, g_new, aux_new, d2, slope2, 1.0, S2, D2, rho2,
+                        ratio2, gamma2, tail2, stop)
 
             def backtrack():
-                return (it, k + 1, Y, f, g, d, slope, 0.5 * t, S, D, rho, ratio, gamma, tail,
-                        k + 1 >= LINE_SEARCH_HALVINGS)  # the line search has failed
+                return (it, k + 1, Y, f, g, aux, d, slope, 0.5 * t, S, D, rho, ratio, gamma,
+                        tail, k + 1 >= LINE_SEARCH_HALVINGS)  # the line search has failed
 
             return tf.cond(f_new <= f + 1e-4 * t * slope, accept, backtrack)  # Armijo
 
-        J0, g0 = fg(Y0, *args)
         # the steps s and gradient changes y, oldest first: shifted in, not a
         # ring indexed by the newest slot, whose dynamic slices took XLA
         # minutes to compile (74 s at 100 m against 3 s)
@@ -259,10 +298,11 @@ def make_lbfgs_cycle(fg: Callable, jit: bool, memory: int = MEMORY) -> Callable:
         rho = tf.zeros((memory,), Y0.dtype)  # 1 / s.y, zero in an empty slot
         ratio = steepest(g0, gamma)
         d, slope, rho = direction(g0, S, S, rho, ratio, gamma)
-        it, _, Y, *_, gamma, tail, _ = tf.while_loop(
+        stop = tf.logical_or(nbit <= 0, _dot(g0, g0) <= gstop * gstop)
+        it, _, Y, J, g, aux, *_, gamma, tail, _ = tf.while_loop(
             lambda *v: tf.logical_not(v[-1]), step,
-            (tf.constant(0), tf.constant(0), Y0, J0, g0, d, slope, tf.constant(1.0), S, S, rho,
-             ratio, gamma, tail, nbit <= 0))
-        return Y, it, gamma, tail
+            (tf.constant(0), tf.constant(0), Y0, J0, g0, aux0, d, slope, tf.constant(1.0), S, S,
+             rho, ratio, gamma, tail, stop))
+        return Y, it, gamma, tail, J, g, aux
 
-    return tf.function(cycle, jit_compile=jit, reduce_retracing=True, autograph=False)
+    return cycle
