@@ -11,11 +11,15 @@ thinning, from the previous field.
 
 With ``--solver``: the `solved` method's convergence instead. From rest
 (zero velocity; the second such solve, after tracing) and warm-started
-(the previous field, after each 0.1 % thinning): iterations, final scaled
-residual and wall time, and the relative L2 difference of the surface
-speed over the ice against a solve taken to a residual of 1e-4.
+(the previous field, after each time step of the benchmark century: the
+1900 mass balance of bench/experiment/hef_century.yaml and the `thk`
+transport with the solved velocity, dt = 0.3 dx / max|ubar|): iterations,
+final scaled residual and wall time, and the relative L2 difference of
+the surface speed over the ice against a solve taken to a residual of
+1e-4.
 
-Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved] [--solver]
+Usage: python bench/bench_iceflow.py [--repeat 5] [--methods sia emulated solved]
+       [--solver [--gtol 0.03]]
 """
 
 from __future__ import annotations
@@ -94,8 +98,29 @@ def load(k: int):
     return make_state(nx=thk.shape[1], ny=thk.shape[0], dx=50.0 * k, thk=thk, topg=topg), thk
 
 
-def measure_solver(k: int, repeat: int) -> dict[str, float]:
-    """Convergence of `solved` on the grid subsampled by k (in this process)."""
+def time_step(state, topg, dx: float) -> None:
+    """Advance the geometry of ``state`` by one step of the benchmark
+    century at its 1900 climate (mass balance 0.009 m/yr per m below the
+    equilibrium line at 2950 m, 0.005 above, at most 2 m/yr of ice) with
+    the `thk` transport of its velocity; dt = 0.3 dx / max|ubar| (yr)."""
+    import numpy as np
+    import tensorflow as tf
+
+    from igm_plugins.processes.thk import windowed_transport
+
+    speed = float(tf.reduce_max(tf.abs(tf.stack([state.ubar, state.vbar]))))
+    dt = 0.3 * dx / max(speed, 1e-6)
+    _, _, div = windowed_transport(state, dt, "superbee")
+    z = np.asarray(state.usurf)
+    smb = np.minimum(np.where(z < 2950.0, 0.009, 0.005) * (z - 2950.0), 2.0)
+    thk = np.maximum(np.asarray(state.thk) + dt * (smb - np.asarray(div)), 0.0)
+    state.thk = tf.constant(thk, tf.float32)
+    state.usurf = tf.constant(topg + thk, tf.float32)
+
+
+def measure_solver(k: int, repeat: int, gtol: float | None) -> dict[str, float]:
+    """Convergence of `solved` on the grid subsampled by k (in this
+    process), to the tolerance ``gtol`` (None: the plugin's default)."""
     import numpy as np
     import tensorflow as tf
 
@@ -112,7 +137,8 @@ def measure_solver(k: int, repeat: int) -> dict[str, float]:
         reports.append((time.perf_counter() - t0, flow.last_report))
         return X
 
-    flow = IceFlow(iceflow.Params(method="solved"), state, None)
+    solver = iceflow.SolverParams() if gtol is None else iceflow.SolverParams(gtol=gtol)
+    flow = IceFlow(iceflow.Params(method="solved", solver=solver), state, None)
     args = flow.inputs(state)
     zero = tf.zeros_like(flow.X)
     solve(flow, args, zero)  # traces and compiles
@@ -139,9 +165,15 @@ def measure_solver(k: int, repeat: int) -> dict[str, float]:
            "rest_speed_error": float(np.linalg.norm(speed(X) - ref) / np.linalg.norm(ref)),
            "tight_residual": tight.last_report.residual,
            "tight_iterations": tight.last_report.iterations}
-    for i in range(repeat):
-        f = 1 - 1e-3 * (i + 1)
-        X = solve(flow, (args[0] * f, args[1] - args[0] * (1 - f), *args[2:]), X)
+    flow.X = X
+    flow.update(state)  # writes ubar, vbar for the first step
+    topg = np.asarray(state.topg)
+    for _ in range(repeat):
+        time_step(state, topg, 50.0 * k)
+        t0 = time.perf_counter()
+        flow.update(state)
+        _ = float(tf.reduce_sum(state.U))
+        reports.append((time.perf_counter() - t0, flow.last_report))
     warm = reports[2:]
     out.update(warm_iterations=float(np.mean([r.iterations for _, r in warm])),
                warm_max_iterations=max(r.iterations for _, r in warm),
@@ -151,15 +183,16 @@ def measure_solver(k: int, repeat: int) -> dict[str, float]:
     return out
 
 
-def solver_table(repeat: int) -> None:
+def solver_table(repeat: int, gtol: float | None) -> None:
     """Print the `solved` convergence table, one subprocess per grid."""
     print("| grid | from rest: iterations | residual | time (s) | surface speed vs 1e-4 solve | "
           "warm: mean (max) iterations | max residual | mean (max) time (s) | "
           "plain L-BFGS from rest: iterations, residual, time (s), speed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for k, label in ((2, "100 m (90x110)"), (1, "50 m (180x220)")):
+        extra = [] if gtol is None else ["--gtol", str(gtol)]
         res = subprocess.run([sys.executable, __file__, "--one-solver", str(k),
-                              "--repeat", str(repeat)], capture_output=True, text=True)
+                              "--repeat", str(repeat), *extra], capture_output=True, text=True)
         if res.returncode != 0:
             print(f"| {label} | failed: {res.stderr.strip().splitlines()[-1]} |")
             continue
@@ -179,6 +212,8 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--solver", action="store_true",
                     help="the solved method's iterations, residual and time instead")
+    ap.add_argument("--gtol", type=float, default=None,
+                    help="with --solver: the solve's tolerance (default: the plugin's)")
     ap.add_argument("--one", nargs=2, help=argparse.SUPPRESS)
     ap.add_argument("--one-solver", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -186,7 +221,7 @@ def main() -> None:
         print(json.dumps(measure(args.one[0], int(args.one[1]), args.repeat)))
         return
     if args.one_solver:
-        print(json.dumps(measure_solver(args.one_solver, args.repeat)))
+        print(json.dumps(measure_solver(args.one_solver, args.repeat, args.gtol)))
         return
     import numpy as np
     import tensorflow as tf
@@ -195,7 +230,7 @@ def main() -> None:
           f"load average {os.getloadavg()[0]:.1f}; python {platform.python_version()}, "
           f"tensorflow {tf.__version__}, numpy {np.__version__}")
     if args.solver:
-        solver_table(args.repeat)
+        solver_table(args.repeat, args.gtol)
         return
     print("| method | grid | first call (s) | per call (s) | retrain nbit it (s) | steps/yr | "
           "per sim. year (s) | peak RSS (MB) |")

@@ -163,6 +163,7 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
         X, done, gamma, J, g, residual = _lbfgs(
             objective.lbfgs_scaled, (X, metric, J, g, driving), args,
             min(refresh, nbitmax - it), rtol, patience, history, gamma, gtol)
+        residual = float(residual)
         it += done
         metric = X  # the later scales follow the velocity
         if (done == 0 or residual <= gtol or it >= nbitmax
