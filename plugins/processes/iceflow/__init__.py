@@ -92,7 +92,8 @@ class SolverParams:
     step_size: float = 1.0  # Adam learning rate (m/yr)
     nbitmax: int = 300  # most iterations per solve
     precondition: bool = True  # L-BFGS on column-scaled variables (see the docs); false: plain
-    refresh: int = 20  # L-BFGS iterations between rebuilds of the column preconditioner
+    # L-BFGS iterations before the column preconditioner is first rebuilt (each later run doubles)
+    refresh: int = 20
     stop_rtol: float = 1e-6  # stop when the energy drops less than this (relative) ...
     stop_patience: int = 10  # ... over this many iterations
     # converged: gradient norm (column metric) at most this fraction of the driving stress's

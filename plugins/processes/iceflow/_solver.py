@@ -3,20 +3,22 @@
 Two optimisers, both warm-started from the previous field: L-BFGS
 (two-loop recursion, backtracking Armijo line search) on the column-scaled
 variables of :mod:`._precondition`, whose scales are rebuilt at the current
-velocity every ``refresh`` iterations, each rebuild and the run up to the
-next one a single compiled call (:func:`make_lbfgs_cycle`), and Adam (fixed
-step in m/yr, on the velocities). A solve stops when it has converged, when ``nbitmax``
-iterations are spent, or when the energy stops decreasing (the drop over
-the last ``patience`` iterations below ``rtol`` times its magnitude: the
-float32 floor).
+velocity after ``refresh`` iterations, then after twice as many, and so on
+(the first rebuilds follow a velocity still far from the answer, from rest;
+later ones would mostly throw away the curvature pairs L-BFGS has gathered,
+which a warm start needs more), each rebuild and the run up to the next one
+a single compiled call (:func:`make_lbfgs_cycle`), and Adam (fixed step in
+m/yr, on the velocities). A solve stops when it has converged, when
+``nbitmax`` iterations are spent, or when the energy stops decreasing (the
+drop over the last ``patience`` iterations below ``rtol`` times its
+magnitude: the float32 floor).
 
 Converged means a scaled residual at most ``gtol``: the norm of the
 energy's gradient in the column metric (an estimate of the energy-norm
 distance to the minimum) relative to its norm at zero velocity, where the
 viscous and friction terms vanish and the gradient is the driving stress.
 The L-BFGS run checks it at every iteration, in the metric of the scales it
-runs on (built at most ``refresh`` iterations before), and stops as soon as
-it holds; a warm start that already satisfies it takes no iteration.
+runs on, and stops as soon as it holds; a warm start that already satisfies it takes no iteration.
 """
 
 from __future__ import annotations
@@ -136,7 +138,8 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
     """Minimise ``fg(X, *args)`` from ``X0``; returns the minimiser and a
     report. ``step_size``: Adam's learning rate (m/yr);
     ``gtol``: the largest scaled residual of a converged solve;
-    ``refresh``: L-BFGS iterations between two rebuilds of the scales;
+    ``refresh``: L-BFGS iterations before the first rebuild of the scales
+    (the later runs between two rebuilds double in length);
     ``X_metric``: the velocity the first scales are built at (X0 when
     None; from rest, an estimate such as the shallow-ice field);
     ``precondition``: false runs L-BFGS on the velocities themselves (the
@@ -158,11 +161,13 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
         return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
     X, it, gamma = X0, 0, 1.0  # the first L-BFGS step of a cycle: gamma times the gradient
     metric = X0 if X_metric is None else X_metric
+    length = refresh
     while True:
         # one cycle between two rebuilds of the scales; it stops at once when converged
         X, done, gamma, J, g, residual = _lbfgs(
             objective.lbfgs_scaled, (X, metric, J, g, driving), args,
-            min(refresh, nbitmax - it), rtol, patience, history, gamma, gtol)
+            min(length, nbitmax - it), rtol, patience, history, gamma, gtol)
+        length *= 2
         residual = float(residual)
         it += done
         metric = X  # the later scales follow the velocity
