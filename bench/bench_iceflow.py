@@ -112,13 +112,14 @@ def time_step(state, topg, icemask, dx: float) -> None:
     import numpy as np
     import tensorflow as tf
 
+    from igm_plugins.processes.smb_simple import mass_balance
     from igm_plugins.processes.thk import windowed_transport
 
     speed = float(tf.reduce_max(tf.abs(tf.stack([state.ubar, state.vbar]))))
     dt = 0.3 * dx / max(speed, 1e-6)
     _, _, div = windowed_transport(state, dt, "superbee")
-    z = np.asarray(state.usurf)
-    smb = np.minimum(np.where(z < 2950.0, 0.009, 0.005) * (z - 2950.0), 2.0)
+    smb = np.asarray(mass_balance(state.usurf, gradabl=0.009, gradacc=0.005, ela=2950.0,
+                                  accmax=2.0))
     smb = np.where(icemask > 0.5, smb, np.minimum(smb, 0.0))
     thk = np.maximum(np.asarray(state.thk) + dt * (smb - np.asarray(div)), 0.0)
     state.thk = tf.constant(thk, tf.float32)

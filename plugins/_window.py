@@ -63,7 +63,7 @@ class IceWindow:
                             current=self.current)
         if window is not None and window != self.current:
             self.log.debug("window: rows %d-%d, columns %d-%d", window[0].start,
-                      window[0].stop, window[1].start, window[1].stop)
+                           window[0].stop, window[1].start, window[1].stop)
         self.current = window
         return window
 

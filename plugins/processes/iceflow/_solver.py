@@ -18,7 +18,8 @@ energy's gradient in the column metric (an estimate of the energy-norm
 distance to the minimum) relative to its norm at zero velocity, where the
 viscous and friction terms vanish and the gradient is the driving stress.
 The L-BFGS run checks it at every iteration, in the metric of the scales it
-runs on, and stops as soon as it holds; a warm start that already satisfies it takes no iteration.
+runs on, and stops as soon as it holds; a warm start that already
+satisfies it takes no iteration.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
             X, it = _adam(fg, X0, args, step_size, nbitmax, rtol, patience, history)
             _, g = fg(X, *args)
         else:
-            X, it, _, J, g = _lbfgs(objective.lbfgs, (X0, J, g), args, nbitmax, rtol, patience,
+            X, it, _, _, g = _lbfgs(objective.lbfgs, (X0, J, g), args, nbitmax, rtol, patience,
                                     history, 1.0, step_size)
         scale = objective.scales(X, *args)
         residual = _norm(scaled_gradient(g, scale)) / max(
