@@ -39,25 +39,25 @@ def test_prolongation_of_injected_bilinear_field_is_exact() -> None:
 
 
 @pytest.fixture(scope="module")
-def hef_100m():
-    """The shipped glacier at 100 m: its IceFlow, inputs, converged field and
+def hef_50m():
+    """The shipped glacier at 50 m: its IceFlow, inputs, converged field and
     the solver's window (one compilation for the module's tests)."""
     from igm_plugins.processes.iceflow._flow import IceFlow
 
-    state = hef_state(2)
+    state = hef_state(1)
     flow = IceFlow(iceflow.Params(method="solved"), state, None)
     args = flow.inputs(state)
     X = flow.solve(args, flow.X)
     return flow, args, X, flow.window.follow(args[0])
 
 
-def test_a_zero_gradient_is_a_fixed_point(hef_100m) -> None:
+def test_a_zero_gradient_is_a_fixed_point(hef_50m) -> None:
     """With the fine gradient zero (a converged field), the coarse problem's
     gradient at the injected field is zero too (its tau term): no coarse
     iteration, the field returned as it came."""
     from igm_plugins._window import crop
 
-    flow, args, X, window = hef_100m
+    flow, args, X, window = hef_50m
     args, X = crop(args, window), X[(slice(None), slice(None), *window)]
     J, _ = flow.objective.fg(X, *args)
     Xc, Jc, gc, its = flow.objective.coarse(
@@ -68,16 +68,16 @@ def test_a_zero_gradient_is_a_fixed_point(hef_100m) -> None:
     np.testing.assert_array_equal(np.asarray(Xc), np.asarray(X))
 
 
-def test_a_warm_start_converges_in_fewer_fine_iterations(hef_100m) -> None:
-    """The shipped glacier at 100 m, converged, then thinned by 3 %: the
-    warm solve with the two-grid correction converges in at most two thirds
-    of the fine iterations the solve without it takes (9 against 18 on
+def test_a_warm_start_converges_in_fewer_fine_iterations(hef_50m) -> None:
+    """The shipped glacier at 50 m, converged, then thinned by 3 %: the
+    warm solve with the two-grid correction converges in at most half the
+    fine iterations the solve without it takes (14 against 47 on
     2026-12-05), to the same velocity within 2 % (each is within about
     0.2 % of the exact minimiser at gtol 0.01)."""
     from igm_plugins._window import crop
     from igm_plugins.processes.iceflow._solver import minimise
 
-    flow, args, X, window = hef_100m
+    flow, args, X, window = hef_50m
     thinner = crop((args[0] * 0.97, args[1] - 0.03 * args[0], *args[2:]), window)
     X0 = X[(slice(None), slice(None), *window)]
     fields, reports = [], []
@@ -89,5 +89,13 @@ def test_a_warm_start_converges_in_fewer_fine_iterations(hef_100m) -> None:
         reports.append(report)
     plain, corrected = reports
     assert plain.coarse_iterations == 0 and corrected.coarse_iterations > 0
-    assert corrected.iterations <= 2 * plain.iterations / 3, (plain, corrected)
+    assert corrected.iterations <= plain.iterations / 2, (plain, corrected)
     assert float(tf.norm(fields[1] - fields[0]) / tf.norm(fields[0])) < 0.02
+
+
+def test_small_windows_are_not_coarsened() -> None:
+    """The correction runs on windows of at least 64 nodes a side only."""
+    from igm_plugins.processes.iceflow._twogrid import coarsens
+
+    assert coarsens((2, 10, 96, 128)) and coarsens((64, 64))
+    assert not coarsens((2, 10, 48, 64)) and not coarsens((300, 63))

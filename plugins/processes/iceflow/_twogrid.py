@@ -31,7 +31,13 @@ from igm_plugins.processes.iceflow._lbfgs import make_lbfgs_cycle
 from igm_plugins.processes.iceflow._precondition import from_scaled, scaled_gradient, to_scaled
 
 REDUCTION = 0.3  # the coarse solve stops when its residual is this fraction of its first
-SMALLEST = 9  # nodes a side under which a window is not coarsened (5 coarse nodes)
+SMALLEST = 64
+"""Nodes on the shorter side of the smallest window the correction runs on.
+Under it the fine iterations are few and cheap and the correction's fixed
+cost (about three fine energy evaluations) outweighs them: on the shipped
+glacier's 48 x 64 window at 100 m a warm step took 0.22 s with it and
+0.14 s without; on its 96 x 128 window at 50 m 0.61 s with it and 0.87 s
+without (bench/RESULTS.md, 2026-12-05)."""
 
 
 def coarsens(shape: tuple[int, ...]) -> bool:
