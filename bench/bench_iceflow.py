@@ -174,7 +174,7 @@ def measure_solver(k: int, repeat: int, gtol: float | None) -> dict[str, float]:
            "tight_residual": tight.last_report.residual,
            "tight_iterations": tight.last_report.iterations}
     flow.X = X
-    flow.update(state)  # writes ubar, vbar for the first step (and compiles the warm start's calls)
+    flow.update(state)  # writes ubar, vbar for the first step
     topg = np.asarray(state.topg)
     for _ in range(repeat):
         time_step(state, topg, icemask, 50.0 * k)
@@ -185,7 +185,6 @@ def measure_solver(k: int, repeat: int, gtol: float | None) -> dict[str, float]:
     warm = reports[2:]
     out.update(warm_iterations=float(np.mean([r.iterations for _, r in warm])),
                warm_max_iterations=max(r.iterations for _, r in warm),
-               warm_coarse_iterations=float(np.mean([r.coarse_iterations for _, r in warm])),
                warm_residual=max(r.residual for _, r in warm),
                warm_s=float(np.median([t for t, _ in warm])),
                warm_max_s=max(t for t, _ in warm))
@@ -195,7 +194,7 @@ def measure_solver(k: int, repeat: int, gtol: float | None) -> dict[str, float]:
 def solver_table(repeat: int, gtol: float | None) -> None:
     """Print the `solved` convergence table, one subprocess per grid."""
     print("| grid | from rest: iterations | residual | time (s) | surface speed vs 1e-4 solve | "
-          "warm: mean (max) iterations + mean coarse | max residual | median (max) time (s) | "
+          "warm: mean (max) iterations | max residual | median (max) time (s) | "
           "plain L-BFGS from rest: iterations, residual, time (s), speed |")
     print("|---|---|---|---|---|---|---|---|---|")
     for k, label in ((2, "100 m (90x110)"), (1, "50 m (180x220)")):
@@ -208,8 +207,7 @@ def solver_table(repeat: int, gtol: float | None) -> None:
         r = json.loads(res.stdout.strip().splitlines()[-1])
         print(f"| {label} | {r['rest_iterations']} | {r['rest_residual']:.4f} | "
               f"{r['rest_s']:.2f} | {100 * r['rest_speed_error']:.2f} % | "
-              f"{r['warm_iterations']:.1f} ({r['warm_max_iterations']}) + "
-              f"{r['warm_coarse_iterations']:.1f} | "
+              f"{r['warm_iterations']:.1f} ({r['warm_max_iterations']}) | "
               f"{r['warm_residual']:.4f} | {r['warm_s']:.2f} ({r['warm_max_s']:.2f}) | "
               f"{r['plain_iterations']}, {r['plain_residual']:.3f}, {r['plain_s']:.2f}, "
               f"{100 * r['plain_speed_error']:.1f} % |",

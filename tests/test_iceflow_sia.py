@@ -152,8 +152,6 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
      r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
     ("solver.refresh", 0, r"processes.iceflow.solver.refresh must be positive, got 0"),
     ("solver.gtol", 0.0, r"processes.iceflow.solver.gtol must be positive, got 0.0"),
-    ("solver.coarse_nbitmax", -1,
-     r"processes.iceflow.solver.coarse_nbitmax must be 0 or more, got -1"),
     ("physics.frozen_bed_speed", -1.0,
      r"processes.iceflow.physics.frozen_bed_speed must be positive, got -1.0"),
 ])

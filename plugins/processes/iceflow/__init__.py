@@ -99,8 +99,6 @@ class SolverParams:
     # converged: gradient norm (column metric) at most this fraction of the driving stress's
     gtol: float = 1e-2
     require_convergence: bool = False  # an unconverged solve stops the run (else: a warning)
-    # coarse L-BFGS iterations of the two-grid correction a warm start begins with (0: none)
-    coarse_nbitmax: int = 50
 
 
 @dataclass
@@ -158,8 +156,7 @@ def check_params(p: Params) -> None:
     for key, value in positive:
         if not value > 0:
             raise ConfigError(f"{KEY}.{key} must be positive, got {value}")
-    for key, value in (("solver.coarse_nbitmax", p.solver.coarse_nbitmax),
-                       ("emulator.warmup", p.emulator.warmup),
+    for key, value in (("emulator.warmup", p.emulator.warmup),
                        ("emulator.nbit", p.emulator.nbit),
                        ("emulator.nbit_init", p.emulator.nbit_init),
                        ("emulator.retrain_freq", p.emulator.retrain_freq)):

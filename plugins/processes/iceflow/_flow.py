@@ -118,14 +118,12 @@ class IceFlow:
             X_metric = tf.stack([U, V])
         X, report = minimise(self.objective, X0, args, s.optimizer, s.step_size, s.nbitmax,
                              s.stop_rtol, s.stop_patience, gtol=s.gtol, refresh=s.refresh,
-                             X_metric=X_metric, precondition=s.precondition,
-                             coarse_nbit=s.coarse_nbitmax)
+                             X_metric=X_metric, precondition=s.precondition)
         self.last_report = report
         if window is not None:
             X = uncrop(X, window, thk.shape)
-        log.debug("iceflow solve: %d iterations (and %d on the coarse grid), energy %.6g -> "
-                  "%.6g, scaled residual %.3g", report.iterations, report.coarse_iterations,
-                  report.energy_start, report.energy_end, report.residual)
+        log.debug("iceflow solve: %d iterations, energy %.6g -> %.6g, scaled residual %.3g",
+                  report.iterations, report.energy_start, report.energy_end, report.residual)
         self.count(report)
         return X
 

@@ -7,10 +7,9 @@ velocity after ``refresh`` iterations, then after twice as many, and so on
 (the first rebuilds follow a velocity still far from the answer, from rest;
 later ones would mostly throw away the curvature pairs L-BFGS has gathered,
 which a warm start needs more), each rebuild and the run up to the next one
-a single compiled call (:func:`._lbfgs.make_lbfgs_cycle`), a warm start
-first corrected on a grid twice as coarse (:mod:`._twogrid`); and Adam
-(fixed step in m/yr, on the velocities). A solve stops when it has
-converged, when ``nbitmax`` iterations are spent, or when the energy stops decreasing (the
+a single compiled call (:func:`._lbfgs.make_lbfgs_cycle`), and Adam (fixed step in
+m/yr, on the velocities). A solve stops when it has converged, when
+``nbitmax`` iterations are spent, or when the energy stops decreasing (the
 drop over the last ``patience`` iterations below ``rtol`` times its
 magnitude: the float32 floor).
 
@@ -40,41 +39,33 @@ from igm_plugins.processes.iceflow._precondition import (
     scaled_gradient,
     to_scaled,
 )
-from igm_plugins.processes.iceflow._twogrid import coarsens, make_coarse_correction
 
 
 @dataclass
 class SolveReport:
     """What a solve did: iterations, the energy (MPa m/yr per node) before
     and after, the scaled residual (dimensionless, see the module's
-    docstring), whether it is at most the tolerance, and the iterations
-    of the two-grid correction's coarse solve."""
+    docstring) and whether it is at most the tolerance."""
 
     iterations: int
     energy_start: float
     energy_end: float
     residual: float = 0.0
     converged: bool = True
-    coarse_iterations: int = 0
 
 
 class Objective(NamedTuple):
     """The compiled functions a solve calls, on the window's fields
     ``args = (thk, usurf, A, C, dx)``: ``fg(X, *args) -> (J, dJ/dX)`` of
-    the velocity stack X (2, Nz, ny, nx, m/yr); ``start(X, *args) ->
-    (dJ/dX at zero velocity, J, dJ/dX)`` what a solve needs first, in one
-    call; ``scales(X, *args)`` the column scales at X (see
-    :mod:`._precondition`); ``lbfgs`` a compiled L-BFGS run on the
-    velocities and ``lbfgs_scaled`` one on the column-scaled variables (see
-    :func:`._lbfgs.make_lbfgs_cycle`); ``coarse`` the two-grid correction
-    of :mod:`._twogrid` (None on a periodic grid)."""
+    the velocity stack X (2, Nz, ny, nx, m/yr); ``scales(X, *args)`` the
+    column scales at X (see :mod:`._precondition`); ``lbfgs`` a compiled
+    L-BFGS run on the velocities and ``lbfgs_scaled`` one on the
+    column-scaled variables (see :func:`._lbfgs.make_lbfgs_cycle`)."""
 
     fg: Callable
-    start: Callable
     scales: Callable
     lbfgs: Callable
     lbfgs_scaled: Callable
-    coarse: Callable | None
 
 
 def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, periodic: bool,
@@ -86,10 +77,6 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
             tape.watch(X)
             J = energy(X[0], X[1], thk, usurf, A, C, dx, zeta, slope, consts, periodic)
         return J, tape.gradient(J, X)
-
-    def start(X, *args):
-        """The driving stress (the gradient at zero velocity), J and dJ/dX at X."""
-        return value_and_grad(tf.zeros_like(X), *args)[1], *value_and_grad(X, *args)
 
     def scales(X, thk, usurf, A, C, dx):
         return column_scales(X, thk, usurf, A, C, dx, zeta, slope, consts, periodic)
@@ -113,27 +100,35 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
     def lbfgs_scaled(X, X_metric, J, g, driving, nbit, gamma, tail, rtol, gtol, *args):
         """Rebuild the scales at X_metric and run L-BFGS on the scaled
         variables from X until the residual in their metric is at most
-        gtol; returns the velocity, iterations, the last curvature ratio,
-        the energy tail, J and dJ/dX at the velocity, and its residual."""
+        gtol. J, g: the energy and its gradient at X, and ``driving`` the
+        gradient at zero velocity, carried from the previous cycle; a first
+        cycle (J NaN) computes them here, in the same compiled call.
+        Returns the velocity, iterations, the last curvature ratio, the
+        energy tail, J and dJ/dX at the velocity, its residual, the driving
+        stress and the energy at the start."""
+        first = tf.math.is_nan(J)
+        driving = tf.cond(first, lambda: value_and_grad(tf.zeros_like(X), *args)[1],
+                          lambda: driving)
         scale = scales(X_metric, *args)
         norm_driving = tf.maximum(tf.norm(scaled_gradient(driving, scale)), 1e-30)
         Y = to_scaled(X, scale)
         # a node frozen since X was computed holds its basal velocity at zero and
         # its column keeps its shear: the energy at the shifted X is needed then
         shifted = tf.reduce_any((scale[:, 0] == 0.0) & (X[:, 0] != 0.0))
-        J, g = tf.cond(shifted, lambda: value_and_grad(from_scaled(Y, scale), *args),
+        J, g = tf.cond(first | shifted, lambda: value_and_grad(from_scaled(Y, scale), *args),
                        lambda: (J, g))
+        J_start = J
         Y, it, gamma, tail, J, gs, g = run_scaled(
             Y, J, scaled_gradient(g, scale), g, nbit, gamma, tf.constant(0.0),
             tail, rtol, gtol * norm_driving, scale, *args)
-        return from_scaled(Y, scale), it, gamma, tail, J, g, tf.norm(gs) / norm_driving
+        return (from_scaled(Y, scale), it, gamma, tail, J, g, tf.norm(gs) / norm_driving,
+                driving, J_start)
 
     def compiled(f):
         return tf.function(f, jit_compile=jit, reduce_retracing=True, autograph=False)
 
-    coarse = None if periodic else compiled(make_coarse_correction(value_and_grad, scales))
-    return Objective(compiled(value_and_grad), compiled(start), compiled(scales),
-                     compiled(lbfgs), compiled(lbfgs_scaled), coarse)
+    return Objective(compiled(value_and_grad), compiled(scales), compiled(lbfgs),
+                     compiled(lbfgs_scaled))
 
 
 def _stalled(history: list[float], patience: int, rtol: float) -> bool:
@@ -147,7 +142,7 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
              step_size: float, nbitmax: int, rtol: float = 1e-6, patience: int = 10,
              gtol: float = 1e-2,
              refresh: int = 20, X_metric: tf.Tensor | None = None,
-             precondition: bool = True, coarse_nbit: int = 0) -> tuple[tf.Tensor, SolveReport]:
+             precondition: bool = True) -> tuple[tf.Tensor, SolveReport]:
     """Minimise ``fg(X, *args)`` from ``X0``; returns the minimiser and a
     report. ``step_size``: Adam's learning rate (m/yr);
     ``gtol``: the largest scaled residual of a converged solve;
@@ -156,13 +151,12 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
     ``X_metric``: the velocity the first scales are built at (X0 when
     None; from rest, an estimate such as the shallow-ice field);
     ``precondition``: false runs L-BFGS on the velocities themselves (the
-    scales still measure the residual); ``coarse_nbit``: most coarse
-    iterations of the two-grid correction (:mod:`._twogrid`) a preconditioned
-    warm start (no ``X_metric``) begins with, 0 for none."""
+    scales still measure the residual)."""
     fg = objective.fg
-    driving, J, g = objective.start(X0, *args)
-    history = [float(J)]
     if optimizer == "adam" or not precondition:
+        _, driving = fg(tf.zeros_like(X0), *args)
+        J, g = fg(X0, *args)
+        history = [float(J)]
         if optimizer == "adam":
             X, it = _adam(fg, X0, args, step_size, nbitmax, rtol, patience, history)
             _, g = fg(X, *args)
@@ -174,21 +168,18 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
             _norm(scaled_gradient(driving, scale)), 1e-30)
         return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
     X, it, gamma = X0, 0, 1.0  # the first L-BFGS step of a cycle: gamma times the gradient
-    coarse_its = 0
-    if (X_metric is None and coarse_nbit > 0 and objective.coarse is not None
-            and coarsens(X0.shape)):  # a warm start: first the two-grid correction
-        X, J, g, coarse_its = objective.coarse(
-            X, J, g, tf.constant(coarse_nbit), tf.constant(gtol, tf.float32),
-            tf.fill([patience + 1], math.nan), tf.constant(rtol, tf.float32), *args)
-        history.append(float(J))
-        coarse_its = int(coarse_its)
-    metric = X if X_metric is None else X_metric
+    # J NaN: the first cycle computes J, dJ/dX and the driving stress in its compiled call
+    J, g, driving = tf.constant(math.nan), tf.zeros_like(X0), tf.zeros_like(X0)
+    history: list[float] = []
+    metric = X0 if X_metric is None else X_metric
     length = refresh
     while True:
         # one cycle between two rebuilds of the scales; it stops at once when converged
-        X, done, gamma, J, g, residual = _lbfgs(
+        X, done, gamma, J, g, residual, driving, J_start = _lbfgs(
             objective.lbfgs_scaled, (X, metric, J, g, driving), args,
             min(length, nbitmax - it), rtol, patience, history, gamma, gtol)
+        if it == 0:  # the first cycle: its starting energy leads the history
+            history.insert(0, float(J_start))
         length *= 2
         residual = float(residual)
         it += done
@@ -196,7 +187,7 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
         if (done == 0 or residual <= gtol or it >= nbitmax
                 or _stalled(history, patience, rtol)):
             break
-    return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol, coarse_its)
+    return X, SolveReport(it, history[0], history[-1], residual, residual <= gtol)
 
 
 def _norm(g: tf.Tensor) -> float:
