@@ -386,3 +386,30 @@ def test_the_column_preconditioner_converges_on_hintereisferner() -> None:
     flow.solve(thinner, X)
     assert flow.last_report.converged and flow.last_report.iterations <= 20, flow.last_report
     assert float(tf.reduce_max(tf.abs(X))) > 10.0  # m/yr: the glacier flows
+
+
+def test_the_driving_stress_is_the_energy_s_gradient_at_rest() -> None:
+    """The solver's yardstick, the gradient of the gravity term alone,
+    equals the whole energy's gradient at zero velocity (where the viscous
+    and friction terms have none) on the shipped glacier at 100 m, with a
+    stiff bed on part of it (frozen nodes, held at zero): to float32
+    round-off, and nonzero on the ice."""
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    state = hef_state(2)
+    C = np.full(state.grid.shape, 0.0464, "float32")
+    C[:, : C.shape[1] // 2] = 1e4  # MPa yr^(1/3) m^(-1/3): frozen
+    state.slidingco = tf.constant(C)
+    flow = IceFlow(iceflow.Params(method="solved"), state, None)
+    args = flow.inputs(state)
+    _, at_rest = flow.objective.fg(tf.zeros_like(flow.X), *args)
+    driving = flow.objective.driving(*args).numpy()
+    at_rest = at_rest.numpy()
+    scale = np.abs(at_rest).max()
+    assert scale > 0.0
+    np.testing.assert_allclose(driving, at_rest, rtol=0.0, atol=1e-6 * scale)
+    frozen_base = driving[:, 0][:, :, : C.shape[1] // 2]
+    assert np.all(frozen_base == 0.0)  # a frozen node's basal velocity is held
+    assert np.count_nonzero(driving[:, 0]) > 100  # the sliding part of the bed is driven

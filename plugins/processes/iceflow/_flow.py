@@ -17,10 +17,10 @@ from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     derived_fields,
     energy,
+    hold_velocities,
     sia_staggered,
     sia_velocity,
     sliding_nodes,
-    velocity_mask,
     vertical_levels,
 )
 from igm_plugins.processes.iceflow._solver import make_objective, minimise
@@ -80,7 +80,7 @@ class IceFlow:
         thk, usurf, _, C, dx = args
         slides = sliding_nodes(thk, usurf, C, dx, self.slope, self.consts,
                                self.p.numerics.periodic)
-        X = X * velocity_mask(thk, slides, self.zeta, self.consts)[None]
+        X = hold_velocities(X, thk, slides, self.consts)
         return X, derived_fields(X[0], X[1], self.zeta_np, ubar, vbar)
 
     def inputs(self, state) -> tuple[tf.Tensor, ...]:

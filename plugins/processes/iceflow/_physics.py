@@ -111,14 +111,18 @@ def node_gradient(f: tf.Tensor, dx: float, periodic: bool) -> tuple[tf.Tensor, t
     return gx, gy
 
 
-def velocity_mask(thk: tf.Tensor, slides: tf.Tensor, zeta: tf.Tensor,
-                  c: FlowConstants) -> tf.Tensor:
-    """(..., Nz, ny, nx): 1 where the velocity is free, 0 where it is held
-    at zero: off the ice (``thk <= thr_ice_thk``, m) and on a bed that does
-    not slide (``slides`` from :func:`sliding_nodes`)."""
-    ice = tf.cast(thk > c.thr_ice_thk, slides.dtype)[..., None, :, :]
-    above = tf.reshape(tf.cast(tf.range(tf.shape(zeta)[0]) > 0, slides.dtype), (-1, 1, 1))
-    return ice * (above + (1.0 - above) * slides[..., None, :, :])
+def hold_velocities(U: tf.Tensor, thk: tf.Tensor, slides: tf.Tensor,
+                    c: FlowConstants) -> tf.Tensor:
+    """The velocities U (..., Nz, ny, nx) with zero where they are held:
+    off the ice (``thk <= thr_ice_thk``, m) and, for the basal level, on a
+    bed that does not slide (``slides`` from :func:`sliding_nodes`).
+
+    The basal level and the levels above are masked apart and joined: one
+    3-D mask broadcast from the level index made XLA's energy and gradient
+    3.6 times slower on the CPU (56 against 15 ms on 128 x 128 nodes)."""
+    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
+    return tf.concat([U[..., :1, :, :] * (ice * slides)[..., None, :, :],
+                      U[..., 1:, :, :] * ice[..., None, :, :]], axis=-3)
 
 
 def sliding_nodes(thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
@@ -208,6 +212,35 @@ def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
 
 # -- the energy ----------------------------------------------------------------
 
+class _Masked(NamedTuple):
+    """The velocities held at zero off the ice and on frozen beds, with the
+    ice indicator, the sliding nodes and the column strain of the energy."""
+
+    U: tf.Tensor
+    V: tf.Tensor
+    ice: tf.Tensor
+    slides: tf.Tensor
+    col: ColumnStrain
+
+
+def _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope, c, periodic) -> _Masked:
+    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
+    slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
+    U, V = hold_velocities(U, thk, slides, c), hold_velocities(V, thk, slides, c)
+    col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
+    return _Masked(U, V, ice, slides, col)
+
+
+def _per_ice_node(total: tf.Tensor, ice: tf.Tensor) -> tf.Tensor:
+    """A sum over each grid (..., ) divided by its ice nodes, averaged over a batch."""
+    return tf.reduce_mean(total / tf.maximum(tf.reduce_sum(ice, axis=[-2, -1]), 1.0))
+
+
+def _gravity_columns(col: ColumnStrain, c: FlowConstants) -> tf.Tensor:
+    """The work of gravity in each layer of each cell (MPa m/yr per m)."""
+    return c.rho_g * (_avg4(col.Um) * col.dsdx + _avg4(col.Vm) * col.dsdy)
+
+
 def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
            arrhenius: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
            zeta: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
@@ -223,24 +256,33 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     works with a leading batch axis on every field (B, ...).
     """
     n, m = c.n, c.m
-    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
-    slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    keep = velocity_mask(thk, slides, zeta, c)
-    U = U * keep
-    V = V * keep
-    col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
+    U, V, ice, slides, col = _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope,
+                                     c, periodic)
     visc = sum(0.25 * (2.0 * n / (n + 1.0)) * col.B * eff2 ** ((n + 1.0) / (2.0 * n))
                for eff2 in col.eff2)
-    Um, Vm, dsdx, dsdy, Hc, dzc = col.Um, col.Vm, col.dsdx, col.dsdy, col.Hc, col.dzc
-    grav = c.rho_g * (_avg4(Um) * dsdx + _avg4(Vm) * dsdy)
-    column = tf.reduce_sum(Hc * dzc * (visc + grav), axis=[-3, -2, -1])
+    column = tf.reduce_sum(col.Hc * col.dzc * (visc + _gravity_columns(col, c)),
+                           axis=[-3, -2, -1])
     base = 0.0
     if c.sliding:
         ub2 = U[..., 0, :, :] ** 2 + V[..., 0, :, :] ** 2 + c.regu_weertman**2
         fric = (m / (m + 1.0)) * slidingco * ub2 ** ((m + 1.0) / (2.0 * m)) * ice * slides
         base = tf.reduce_sum(fric, axis=[-2, -1])
-    count = tf.maximum(tf.reduce_sum(ice, axis=[-2, -1]), 1.0)
-    return tf.reduce_mean((column + base) / count)
+    return _per_ice_node(column + base, ice)
+
+
+def work_of_gravity(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
+                    arrhenius: tf.Tensor, slidingco: tf.Tensor, dx: tf.Tensor,
+                    zeta: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
+                    periodic: bool) -> tf.Tensor:
+    """The gravity term of :func:`energy` alone (MPa m/yr per ice node, same
+    arguments), linear in U, V: its gradient is the energy's at zero
+    velocity, where the viscous and friction terms have zero gradient (the
+    driving stress, the yardstick of the solver's residual), at a fraction
+    of the cost of the whole energy's."""
+    _, _, ice, _, col = _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope, c,
+                                periodic)
+    column = tf.reduce_sum(col.Hc * col.dzc * _gravity_columns(col, c), axis=[-3, -2, -1])
+    return _per_ice_node(column, ice)
 
 
 # -- shallow ice ---------------------------------------------------------------

@@ -33,8 +33,8 @@ from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     _avg4,
     column_strain,
+    hold_velocities,
     sliding_nodes,
-    velocity_mask,
 )
 
 VERTICAL = 1.0 / 18.0
@@ -71,8 +71,7 @@ def column_scales(X: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.
     n, m = c.n, c.m
     ice = tf.cast(thk > c.thr_ice_thk, X.dtype)
     slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    keep = velocity_mask(thk, slides, zeta, c)
-    U, V = X[0] * keep, X[1] * keep
+    U, V = hold_velocities(X[0], thk, slides, c), hold_velocities(X[1], thk, slides, c)
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     p = (n + 1.0) / (2.0 * n)
     secant = sum(0.25 * eff2 ** (p - 1.0) for eff2 in col.eff2)  # mean over Gauss points

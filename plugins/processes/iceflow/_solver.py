@@ -32,7 +32,7 @@ from typing import NamedTuple
 import tensorflow as tf
 
 from igm_plugins.processes.iceflow._lbfgs import make_lbfgs_cycle
-from igm_plugins.processes.iceflow._physics import FlowConstants, energy
+from igm_plugins.processes.iceflow._physics import FlowConstants, energy, work_of_gravity
 from igm_plugins.processes.iceflow._precondition import (
     column_scales,
     from_scaled,
@@ -57,12 +57,14 @@ class SolveReport:
 class Objective(NamedTuple):
     """The compiled functions a solve calls, on the window's fields
     ``args = (thk, usurf, A, C, dx)``: ``fg(X, *args) -> (J, dJ/dX)`` of
-    the velocity stack X (2, Nz, ny, nx, m/yr); ``scales(X, *args)`` the
+    the velocity stack X (2, Nz, ny, nx, m/yr); ``driving(*args)`` dJ/dX
+    at zero velocity (the driving stress); ``scales(X, *args)`` the
     column scales at X (see :mod:`._precondition`); ``lbfgs`` a compiled
     L-BFGS run on the velocities and ``lbfgs_scaled`` one on the
     column-scaled variables (see :func:`._lbfgs.make_lbfgs_cycle`)."""
 
     fg: Callable
+    driving: Callable
     scales: Callable
     lbfgs: Callable
     lbfgs_scaled: Callable
@@ -77,6 +79,13 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
             tape.watch(X)
             J = energy(X[0], X[1], thk, usurf, A, C, dx, zeta, slope, consts, periodic)
         return J, tape.gradient(J, X)
+
+    def driving_stress(thk, usurf, A, C, dx):
+        X = tf.zeros(tf.concat([[2, tf.shape(zeta)[0]], tf.shape(thk)], 0), thk.dtype)
+        with tf.GradientTape() as tape:
+            tape.watch(X)
+            W = work_of_gravity(X[0], X[1], thk, usurf, A, C, dx, zeta, slope, consts, periodic)
+        return tape.gradient(W, X)
 
     def scales(X, thk, usurf, A, C, dx):
         return column_scales(X, thk, usurf, A, C, dx, zeta, slope, consts, periodic)
@@ -107,8 +116,7 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
         energy tail, J and dJ/dX at the velocity, its residual, the driving
         stress and the energy at the start."""
         first = tf.math.is_nan(J)
-        driving = tf.cond(first, lambda: value_and_grad(tf.zeros_like(X), *args)[1],
-                          lambda: driving)
+        driving = tf.cond(first, lambda: driving_stress(*args), lambda: driving)
         scale = scales(X_metric, *args)
         norm_driving = tf.maximum(tf.norm(scaled_gradient(driving, scale)), 1e-30)
         Y = to_scaled(X, scale)
@@ -127,8 +135,8 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
     def compiled(f):
         return tf.function(f, jit_compile=jit, reduce_retracing=True, autograph=False)
 
-    return Objective(compiled(value_and_grad), compiled(scales), compiled(lbfgs),
-                     compiled(lbfgs_scaled))
+    return Objective(compiled(value_and_grad), compiled(driving_stress), compiled(scales),
+                     compiled(lbfgs), compiled(lbfgs_scaled))
 
 
 def _stalled(history: list[float], patience: int, rtol: float) -> bool:
@@ -154,7 +162,7 @@ def minimise(objective: Objective, X0: tf.Tensor, args: tuple, optimizer: str,
     scales still measure the residual)."""
     fg = objective.fg
     if optimizer == "adam" or not precondition:
-        _, driving = fg(tf.zeros_like(X0), *args)
+        driving = objective.driving(*args)
         J, g = fg(X0, *args)
         history = [float(J)]
         if optimizer == "adam":
