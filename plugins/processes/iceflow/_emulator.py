@@ -160,6 +160,10 @@ class Emulator:
         self._train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
         self._predict = tf.function(lambda x: self.net(x), reduce_retracing=True,
                                     autograph=False)
+        # one call instead of some forty eager ops (3-4 ms a step at 50 m)
+        self._features = tf.function(
+            lambda thk, usurf, A, C, dx: features(thk, usurf, A, C, dx, slope, self.periodic),
+            reduce_retracing=True, autograph=False)
 
     def _weights_path(self, run) -> Path:
         name = self.p.emulator.weights
@@ -223,8 +227,8 @@ class Emulator:
 
     def predict(self, args: tuple) -> tf.Tensor:
         """Velocities (2, Nz, ny, nx) m/yr for the geometry ``args``."""
-        thk, usurf, A, C, dx = args
-        x = features(thk, usurf, A, C, dx, self.slope, self.periodic)
+        thk = args[0]
+        x = self._features(*args)
         ny, nx = thk.shape
         fs = self.p.emulator.framesizemax
         if ny <= fs and nx <= fs:
