@@ -413,3 +413,31 @@ def test_the_driving_stress_is_the_energy_s_gradient_at_rest() -> None:
     frozen_base = driving[:, 0][:, :, : C.shape[1] // 2]
     assert np.all(frozen_base == 0.0)  # a frozen node's basal velocity is held
     assert np.count_nonzero(driving[:, 0]) > 100  # the sliding part of the bed is driven
+
+
+def test_a_batch_energy_is_the_mean_of_its_members() -> None:
+    """The energy with a leading batch axis on every field (as the
+    emulator's pretraining uses it) is the mean of the members' energies:
+    two ice caps of different size, one with a frozen half, random
+    velocities."""
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow._flow import constants
+    from igm_plugins.processes.iceflow._physics import energy, vertical_levels
+
+    c = constants(iceflow.Params())
+    zeta, slope, dx = tf.constant(vertical_levels(5, 2.0)), tf.zeros(2), tf.constant(100.0)
+    y, x = np.mgrid[0:12, 0:12]
+    thk = np.stack([s * 100.0 * np.exp(-((x - 6) ** 2 + (y - 6) ** 2) / 16.0) for s in (1.0, 1.5)])
+    thk = np.where(thk < 5.0, 0.0, thk).astype("float32")
+    usurf = (thk + 3000.0 - 10.0 * x).astype("float32")
+    C = np.stack([np.full((12, 12), 0.05), np.where(x < 6, 1e4, 0.05)]).astype("float32")
+    A = np.full((2, 12, 12), 78.0, "float32")
+    rng = np.random.default_rng(0)
+    U, V = (rng.normal(size=(2, 5, 12, 12)).astype("float32") for _ in range(2))
+    fields = [tf.constant(f) for f in (U, V, thk, usurf, A, C)]
+    batch = float(energy(*fields, dx, zeta, slope, c, False))
+    members = [float(energy(*(f[i] for f in fields), dx, zeta, slope, c, False))
+               for i in range(2)]
+    assert members[0] != pytest.approx(members[1], rel=0.05)
+    assert batch == pytest.approx(np.mean(members), rel=1e-6)
