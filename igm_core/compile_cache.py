@@ -44,17 +44,30 @@ def _tensorflow_version() -> str:
     return "unknown"
 
 
+def cpuinfo() -> dict[str, str]:
+    """The fields of /proc/cpuinfo (the first processor's value of each,
+    such as ``model name`` or ``flags``, the instruction-set extensions);
+    empty off Linux."""
+    try:
+        text = Path("/proc/cpuinfo").read_text(errors="replace")
+    except OSError:
+        return {}
+    fields: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
 def _hardware_description() -> str:
     """Processor model and instruction-set flags, and the NVIDIA GPU models,
     as the operating system lists them (no TensorFlow needed)."""
     lines = [platform.machine()]
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        wanted = ("model name", "flags", "Features", "CPU part")
-        seen = {line.split(":", 1)[0].strip(): line for line in
-                cpuinfo.read_text(errors="replace").splitlines()
-                if line.split(":", 1)[0].strip() in wanted}
-        lines += [seen[key] for key in wanted if key in seen]
+    fields = cpuinfo()
+    if fields:
+        lines += [f"{key}: {fields[key]}" for key in ("model name", "flags", "Features", "CPU part")
+                  if key in fields]
     else:
         lines.append(platform.processor())
     gpus = Path("/proc/driver/nvidia/gpus")

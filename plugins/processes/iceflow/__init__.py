@@ -49,6 +49,12 @@ class Optimizer(Choice):
     lbfgs = "lbfgs"
 
 
+class Precision(Choice):
+    auto = "auto"  # bfloat16 on a CPU with AVX512-BF16 or AMX and no GPU, else float32
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+
+
 class Activation(Choice):
     leaky_relu = "leaky_relu"
     relu = "relu"
@@ -107,6 +113,8 @@ class NetworkParams:
     nb_out_filter: int = 32  # channels of each hidden layer
     conv_ker_size: int = 3  # kernel size (odd)
     activation: Activation = Activation.leaky_relu  # leaky_relu | relu | elu | gelu | tanh | swish
+    # arithmetic of the convolutions (weights stay float32): auto | float32 | bfloat16
+    precision: Precision = Precision.auto
 
 
 @dataclass
