@@ -64,7 +64,7 @@ import numpy as np
 
 from igm_core import Choice, Field, hookimpl
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
-from igm_plugins._window import ice_window, uncrop
+from igm_plugins._window import ice_window
 
 KEY = "processes.thk"
 WINDOW_MARGIN = 2  # cells around the ice: the limiter reads two cells upwind of a face
@@ -159,13 +159,24 @@ def _kernels(slope_type: str) -> Any:
         right = hp[:, 2:-1] - half * limited_slope(d[:, 1:-1], d[:, 2:])
         return uf * tf.where(uf > 0, left, right)
 
-    @tf.function(reduce_retracing=True, autograph=False)
     def fluxes(h, uf, vf, dt_dx):
         fx = face_flux_x(h, uf, dt_dx)
         fy = tf.transpose(face_flux_x(tf.transpose(h), tf.transpose(vf), dt_dx))
         return fx, fy
 
-    return fluxes
+    @tf.function(reduce_retracing=True, autograph=False)
+    def windowed(thk, uf, vf, dt_dx, dx, rows, cols, centred):
+        # rows, cols: (start, stop) of the window as tensors (one trace for
+        # all windows); centred: uf, vf are the cell-centre ubar, vbar
+        r0, r1, c0, c1 = rows[0], rows[1], cols[0], cols[1]
+        if centred:
+            uf, vf = node_to_face(uf, vf)
+        fx, fy = fluxes(thk[r0:r1, c0:c1], uf[r0:r1, c0:c1 + 1], vf[r0:r1 + 1, c0:c1], dt_dx)
+        ny, nx = tf.shape(thk)[0], tf.shape(thk)[1]
+        div = tf.pad(divergence(fx, fy, dx), [[r0, ny - r1], [c0, nx - c1]])
+        return fx, fy, div
+
+    return tf.function(fluxes, reduce_retracing=True, autograph=False), windowed
 
 
 def node_to_face(ubar: Any, vbar: Any) -> tuple[Any, Any]:
@@ -180,11 +191,13 @@ def node_to_face(ubar: Any, vbar: Any) -> tuple[Any, Any]:
 
 
 def face_velocities(state) -> tuple[Any, Any]:
-    """The State's face velocities ``ubar_xface``, ``vbar_yface`` when set
-    (checked against the grid), else :func:`node_to_face` of ubar, vbar."""
+    """The State's face velocities ``ubar_xface`` (ny, nx+1), ``vbar_yface``
+    (ny+1, nx) when set (checked against the grid), else the cell-centre
+    ``ubar``, ``vbar`` (ny, nx), which :func:`node_to_face` takes to the
+    faces (m/yr)."""
     uf, vf = state.get("ubar_xface"), state.get("vbar_yface")
     if uf is None or vf is None:
-        return node_to_face(state.ubar, state.vbar)
+        return state.ubar, state.vbar
     ny, nx = state.grid.shape
     for name, value, shape in (("ubar_xface", uf, (ny, nx + 1)), ("vbar_yface", vf, (ny + 1, nx))):
         if tuple(np.shape(value)) != shape:
@@ -201,13 +214,14 @@ def face_fluxes(thk: Any, ubar_xface: Any, vbar_yface: Any, dt_dx: float,
     (ny+1, nx); ``dt_dx`` is the time step over the cell size (yr/m)."""
     import tensorflow as tf
 
-    return _kernels(slope_type)(thk, ubar_xface, vbar_yface, tf.constant(dt_dx, tf.float32))
+    return _kernels(slope_type)[0](thk, ubar_xface, vbar_yface, tf.constant(dt_dx, tf.float32))
 
 
 def windowed_transport(state, dt: float, slope_type: str) -> tuple[Any, Any, Any]:
     """The face fluxes (m2/yr) on the window around the ice, x-faces (h,
     w+1) and y-faces (h+1, w), and the flux divergence on the whole grid
-    (m/yr, zero outside the window), over a step of ``dt`` yr."""
+    (m/yr, zero outside the window), over a step of ``dt`` yr (one
+    compiled call for every window)."""
     import tensorflow as tf
 
     thk = state.thk
@@ -217,9 +231,11 @@ def windowed_transport(state, dt: float, slope_type: str) -> tuple[Any, Any, Any
         return empty, empty, tf.zeros_like(thk)
     (r, c) = window
     uf, vf = face_velocities(state)
-    fx, fy = face_fluxes(thk[window], uf[r, c.start:c.stop + 1], vf[r.start:r.stop + 1, c],
-                         dt / state.dx, slope_type)
-    return fx, fy, uncrop(divergence(fx, fy, state.dx), window, thk.shape)
+    f32 = tf.float32
+    return _kernels(slope_type)[1](thk, uf, vf, tf.constant(dt / state.dx, f32),
+                                   tf.constant(state.dx, f32), tf.constant([r.start, r.stop]),
+                                   tf.constant([c.start, c.stop]),
+                                   centred=tuple(uf.shape) == tuple(thk.shape))
 
 
 def divergence(fx: Any, fy: Any, dx: float) -> Any:
@@ -237,11 +253,6 @@ def outflow_rate(fx: Any, fy: Any, dx: float) -> float:
     if fx.size == 0 or fy.size == 0:
         return 0.0
     return float(dx * (fx[:, -1].sum() - fx[:, 0].sum() + fy[-1, :].sum() - fy[0, :].sum()))
-
-
-def _total(field: Any) -> float:
-    """Sum of a float32 field in float64."""
-    return float(np.sum(np.asarray(field, dtype="float64")))
 
 
 def runaway(params: Params, state, budget: MassBudget, volume_m3: float) -> PluginRuntimeError:
@@ -268,23 +279,48 @@ def source_names(state) -> list[str]:
             if f.rate_of == "thk" and name != "smb"]
 
 
-def add_sources(kept: Any, smb: Any, others: list[Any], dt: float) -> tuple[Any, dict[str, float]]:
-    """The thickness (m) after adding the rates (m yr-1) over ``dt`` (yr)
-    to ``kept`` (m, >= 0), kept >= 0, and the volumes per cell area (m)
-    that went in: ``smb`` and ``sources`` where they act (ice, or a
-    positive total), ``unmet_ablation`` where they would remove more than
-    the ice there."""
+@cache
+def _thickness_kernel() -> Any:
+    """The compiled thickness update of :func:`thickness_after` (built once,
+    TF imported late)."""
     import tensorflow as tf
 
-    zero = tf.zeros_like(kept)
+    def total(a):
+        return tf.reduce_sum(tf.cast(a, tf.float64))
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def after(thk, divflux, smb, other, dt):
+        transported = thk - dt * divflux
+        kept = tf.maximum(transported, 0.0)
+        nominal = kept + dt * (smb + other)
+        acts = (kept > 0) | (smb + other > 0)
+        new = tf.maximum(nominal, 0.0)
+        zero = tf.zeros_like(kept)
+        return new, tf.stack([total(new), total(kept) - total(transported),
+                              total(tf.where(acts, dt * smb, zero)),
+                              total(tf.where(acts, dt * other, zero)),
+                              total(tf.where(acts, new - nominal, zero))])
+
+    return after
+
+
+def thickness_after(thk: Any, divflux: Any, smb: Any, others: list[Any],
+                    dt: float) -> tuple[Any, dict[str, float]]:
+    """The thickness (m, (ny, nx)) after a step of ``dt`` yr: the transport
+    (``divflux``, m/yr) kept >= 0, then the rates ``smb`` (None: zero) and
+    ``others`` (m ice yr-1) added and the result kept >= 0; and the sums over
+    the grid, in float64, of the volumes per cell area (m): ``total`` (the
+    new thickness), ``clip`` (what keeping the transport >= 0 added),
+    ``smb`` and ``sources`` where they act (ice, or a positive total), and
+    ``unmet_ablation`` where they would remove more than the ice there."""
+    import tensorflow as tf
+
+    zero = tf.zeros_like(thk)
     smb = zero if smb is None else tf.cast(smb, tf.float32)
     other = tf.add_n([tf.cast(o, tf.float32) for o in others]) if others else zero
-    nominal = kept + dt * (smb + other)
-    acts = (kept > 0) | (smb + other > 0)
-    new = tf.maximum(nominal, 0.0)
-    return new, {"smb": _total(tf.where(acts, dt * smb, zero)),
-                 "sources": _total(tf.where(acts, dt * other, zero)),
-                 "unmet_ablation": _total(tf.where(acts, new - nominal, zero))}
+    new, sums = _thickness_kernel()(thk, divflux, smb, other, tf.constant(dt, tf.float32))
+    return new, dict(zip(("total", "clip", *TERMS[:2], "unmet_ablation"),
+                         sums.numpy().tolist(), strict=True))
 
 
 @hookimpl
@@ -302,26 +338,21 @@ def igm_process_initialize(params: Params, state) -> MassBudget:
 
 @hookimpl
 def igm_process_update(params: Params, state, memory: MassBudget) -> None:
-    import tensorflow as tf
-
     dt = float(state.dt)
     if dt <= 0:
         return
     dx = state.dx
     fx, fy, state.divflux = windowed_transport(state, dt, params.slope_type)
-    transported = state.thk - dt * state.divflux
-    kept = tf.maximum(transported, 0.0)
-    new, added = add_sources(kept, state.get("smb"),
-                             [state.get(n) for n in source_names(state) if n in state], dt)
+    new, sums = thickness_after(state.thk, state.divflux, state.get("smb"),
+                                [state.get(n) for n in source_names(state) if n in state], dt)
     cell = dx * dx
-    total = _total(new)
+    total = sums.pop("total")
     if not math.isfinite(total):
         raise PluginRuntimeError(f"{KEY}: the ice thickness is no longer finite at "
                                  f"t={state.t:g} yr (the flow blew up): shorten the step "
                                  "(processes.time.cfl or step_max)")
     memory.outflow += dt * outflow_rate(fx, fy, dx)
-    memory.clip += cell * (_total(kept) - _total(transported))
-    for term, volume in added.items():
+    for term, volume in sums.items():
         setattr(memory, term, getattr(memory, term) + cell * volume)
     memory.publish(state)
     state.thk = new

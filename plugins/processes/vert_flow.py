@@ -27,11 +27,11 @@ the result is the whole grid's.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import cache, partial
+from functools import cache
 from typing import Any
 
 from igm_core import Choice, hookimpl
-from igm_plugins._window import IceWindow, uncrop
+from igm_plugins._window import IceWindow
 
 KEY = "processes.vert_flow"
 WINDOW_MARGIN = 2  # cells around the ice (centred differences need 1)
@@ -119,10 +119,21 @@ def vertical_velocity(U: Any, V: Any, zeta: Any, thk: Any, topg: Any, dx: float,
 
 @cache
 def _compiled(method: str, dx: float) -> Any:
+    """W (nz, ny, nx, m/yr) computed on a window and padded with zeros, and
+    its surface level, in one compiled call; the window's rows and columns
+    are (start, stop) tensors, so one trace serves every window."""
     import tensorflow as tf
 
-    return tf.function(partial(vertical_velocity, dx=dx, method=method), reduce_retracing=True,
-                       autograph=False)
+    @tf.function(reduce_retracing=True, autograph=False)
+    def windowed(U, V, zeta, thk, topg, rows, cols):
+        r0, r1, c0, c1 = rows[0], rows[1], cols[0], cols[1]
+        W = vertical_velocity(U[:, r0:r1, c0:c1], V[:, r0:r1, c0:c1], zeta,
+                              thk[r0:r1, c0:c1], topg[r0:r1, c0:c1], dx, method)
+        ny, nx = tf.shape(thk)[0], tf.shape(thk)[1]
+        W = tf.pad(W, [[0, 0], [r0, ny - r1], [c0, nx - c1]])
+        return W, W[-1]
+
+    return windowed
 
 
 def update(params: Params, state, window: IceWindow) -> None:
@@ -131,14 +142,13 @@ def update(params: Params, state, window: IceWindow) -> None:
 
     where = window.follow(state.thk)
     if where is None:
-        W = tf.zeros_like(state.U)
-    else:
-        full = (slice(None), *where)
-        W = _compiled(params.method, float(state.dx))(state.U[full], state.V[full], state.zeta,
-                                                      state.thk[where], state.topg[where])
-        W = uncrop(W, where, state.grid.shape)
-    state.W = W
-    state.wvelsurf = W[-1]
+        state.W = tf.zeros_like(state.U)
+        state.wvelsurf = state.W[-1]
+        return
+    rows, cols = where
+    state.W, state.wvelsurf = _compiled(params.method, float(state.dx))(
+        state.U, state.V, state.zeta, state.thk, state.topg, tf.constant([rows.start, rows.stop]),
+        tf.constant([cols.start, cols.stop]))
 
 
 @hookimpl
