@@ -44,6 +44,13 @@ def test_harness_runs_our_model_on_a_tiny_grid(tmp_path):
         assert run["cells"] == (180 // 8) * (220 // 8)
         # the converged solve on the run's final geometry ran
         assert math.isfinite(run["diffs"]["speed_vs_solve"])
+        # and the error at every saved year (the untrained-for 400 m grid is
+        # some 250 % off) agrees with it at the last one
+        from speed_error_by_record import errors
+
+        by_record = errors(Path(run["output"]))
+        assert len(by_record) == 4 and all(math.isfinite(e) and e > 0 for e in by_record)
+        assert abs(by_record[-1] - run["diffs"]["speed_vs_solve"]) < 0.05
     assert record["machine"]["gpu"].startswith("none")
 
 
