@@ -99,9 +99,11 @@ class Lattice:
         return cls(float(state.x[0]), float(state.y[0]), float(state.dx), ny, nx)
 
 
-def bilinear(fields: Any, x: Any, y: Any, lattice: Lattice) -> Any:
-    """Fields (k, ny, nx) at the points (x, y) (m, float64): (k, p) float64,
-    constant beyond the outermost cell centres."""
+def corners(x: Any, y: Any, lattice: Lattice) -> tuple[Any, Any, Any, Any]:
+    """For points (x, y) (m, float64, (p,)): the flat indices (int64, (p,))
+    of the south-west cell of the four around each point, and the bilinear
+    weights (float64, (p,)) along x and y, constant beyond the outermost
+    cell centres."""
     import tensorflow as tf
 
     ny, nx = lattice.ny, lattice.nx
@@ -109,15 +111,30 @@ def bilinear(fields: Any, x: Any, y: Any, lattice: Lattice) -> Any:
     fy = tf.clip_by_value((y - lattice.y0) / lattice.dx, 0.0, ny - 1.0)
     i0 = tf.minimum(tf.floor(fx), nx - 2.0)
     j0 = tf.minimum(tf.floor(fy), ny - 2.0)
-    wx, wy = fx - i0, fy - j0
-    i0, j0 = tf.cast(i0, tf.int64), tf.cast(j0, tf.int64)
-    flat = tf.reshape(tf.cast(fields, tf.float64), [-1, ny * nx])
+    sw = tf.cast(j0, tf.int64) * nx + tf.cast(i0, tf.int64)
+    return sw, fx - i0, fy - j0, tf.constant(nx, tf.int64)
 
-    def at(j, i):
-        return tf.gather(flat, j * nx + i, axis=1)
 
-    return ((1 - wy) * ((1 - wx) * at(j0, i0) + wx * at(j0, i0 + 1))
-            + wy * ((1 - wx) * at(j0 + 1, i0) + wx * at(j0 + 1, i0 + 1)))
+def interpolate(fields: Any, at: tuple[Any, Any, Any, Any]) -> Any:
+    """Fields (k, ny, nx) at the points of :func:`corners` ``at``: (k, p)
+    float64. Only the four values around each point are read (and cast to
+    float64), not the whole grid."""
+    import tensorflow as tf
+
+    sw, wx, wy, nx = at
+    flat = tf.reshape(fields, [tf.shape(fields)[0], -1])
+
+    def value(offset):
+        return tf.cast(tf.gather(flat, sw + offset, axis=1), tf.float64)
+
+    return ((1 - wy) * ((1 - wx) * value(0) + wx * value(1))
+            + wy * ((1 - wx) * value(nx) + wx * value(nx + 1)))
+
+
+def bilinear(fields: Any, x: Any, y: Any, lattice: Lattice) -> Any:
+    """Fields (k, ny, nx) at the points (x, y) (m, float64): (k, p) float64,
+    constant beyond the outermost cell centres."""
+    return interpolate(fields, corners(x, y, lattice))
 
 
 def on_levels(values: Any, zeta: Any, rh: Any) -> Any:
@@ -191,12 +208,11 @@ def _mover(lattice: Lattice, thk_min: float, nz: int) -> Any:
         x, y, rh, englt = particles["x"], particles["y"], particles["rh"], particles["englt"]
         bx, by = gradient(topg, lattice.dx)
         hx, hy = gradient(thk, lattice.dx)
-        stack = tf.concat([U, V, W, tf.stack([thk, bx, by, hx, hy, dhdt])], axis=0)
-        at = bilinear(stack, x, y, lattice)
-        u = on_levels(at[:nz], zeta, rh)
-        v = on_levels(at[nz:2 * nz], zeta, rh)
-        w = on_levels(at[2 * nz:3 * nz], zeta, rh)
-        h, bx, by, hx, hy, dh = tf.unstack(at[3 * nz:])
+        at = corners(x, y, lattice)
+        u = on_levels(interpolate(U, at), zeta, rh)
+        v = on_levels(interpolate(V, at), zeta, rh)
+        w = on_levels(interpolate(W, at), zeta, rh)
+        h, bx, by, hx, hy, dh = tf.unstack(interpolate(tf.stack([thk, bx, by, hx, hy, dhdt]), at))
         drh = (w - u * bx - v * by - rh * (dh + u * hx + v * hy)) / tf.maximum(h, thk_min)
         rh = tf.clip_by_value(rh + dt * drh, 0.0, 1.0)
         x, y = x + dt * u, y + dt * v
