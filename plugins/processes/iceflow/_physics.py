@@ -80,14 +80,24 @@ _GAUSS_2X2 = ((_GA, _GA), (_GA, _GB), (_GB, _GA), (_GB, _GB))
 """Weights (of the left/bottom node, in x and y) of the 2x2 Gauss points of a cell."""
 
 
-def _interp(f: tf.Tensor, wx: float, wy: float) -> tf.Tensor:
+def _gauss_weights(rank: int) -> tuple[tf.Tensor, tf.Tensor]:
+    """The x and y weights of :data:`_GAUSS_2X2` shaped (4, 1, ..., 1) to
+    broadcast a field of ``rank`` dimensions over the four Gauss points
+    (one set of operations for the four, not four: the graph to trace and
+    differentiate is that much smaller)."""
+    shape = [len(_GAUSS_2X2)] + [1] * rank
+    return (tf.reshape(tf.constant([w[0] for w in _GAUSS_2X2]), shape),
+            tf.reshape(tf.constant([w[1] for w in _GAUSS_2X2]), shape))
+
+
+def _interp(f: tf.Tensor, wx: tf.Tensor, wy: tf.Tensor) -> tf.Tensor:
     """Bilinear value at a point of each cell, ``wx``/``wy`` the weights of the
     left/bottom nodes: (..., ny-1, nx-1)."""
     return (wy * (wx * f[..., :-1, :-1] + (1 - wx) * f[..., :-1, 1:])
             + (1 - wy) * (wx * f[..., 1:, :-1] + (1 - wx) * f[..., 1:, 1:]))
 
 
-def _grad(f: tf.Tensor, wx: float, wy: float, dx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def _grad(f: tf.Tensor, wx: tf.Tensor, wy: tf.Tensor, dx: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Gradient of the bilinear interpolant at a point of each cell (per metre)."""
     gx = (wy * (f[..., :-1, 1:] - f[..., :-1, :-1])
           + (1 - wy) * (f[..., 1:, 1:] - f[..., 1:, :-1])) / dx
@@ -148,15 +158,16 @@ class ColumnStrain(NamedTuple):
     """The viscous terms of the energy on the cell layers (..., Nz-1, ny-1,
     nx-1; ny, nx on a periodic grid): ice thickness Hc (m, its floor
     ``thr_ice_thk`` in Hsafe), layer thickness dzc (relative), hardness B
-    (MPa yr^(1/n)), the squared effective strain rate (yr^-2) at each of
-    the 2x2 Gauss points, the layer-mean velocities Um, Vm (on the nodes,
-    m/yr) and the surface slopes dsdx, dsdy."""
+    (MPa yr^(1/n)), the squared effective strain rate (yr^-2) at the 2x2
+    Gauss points (a leading axis of 4 on the layers' shape), the
+    layer-mean velocities Um, Vm (on the nodes, m/yr) and the surface
+    slopes dsdx, dsdy."""
 
     Hc: tf.Tensor
     Hsafe: tf.Tensor
     dzc: tf.Tensor
     B: tf.Tensor
-    eff2: list[tf.Tensor]
+    eff2: tf.Tensor
     Um: tf.Tensor
     Vm: tf.Tensor
     dsdx: tf.Tensor
@@ -196,17 +207,17 @@ def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
         Aw = _wrap(A, periodic)
         Ac = _avg4(0.5 * (Aw[..., 1:, :, :] + Aw[..., :-1, :, :]))
     B = (c.enhancement * Ac) ** (-1.0 / n)
-    eff2 = []
-    for wx, wy in _GAUSS_2X2:  # bilinear velocities, 2x2 Gauss points: no hourglass modes
-        dUdz = _interp(Uz, wx, wy) / dzc / Hsafe
-        dVdz = _interp(Vz, wx, wy) / dzc / Hsafe
-        dUdx, dUdy = _grad(Um, wx, wy, dx)
-        dVdx, dVdy = _grad(Vm, wx, wy, dx)
-        exx = dUdx - dzdx * dUdz
-        eyy = dVdy - dzdy * dVdz
-        exy = 0.5 * (dUdy - dzdy * dUdz + dVdx - dzdx * dVdz)
-        eff2.append(exx**2 + eyy**2 + exx * eyy + exy**2 + 0.25 * dUdz**2 + 0.25 * dVdz**2
-                    + c.regu_glen**2)
+    # bilinear velocities, 2x2 Gauss points (no hourglass modes), all four at once
+    wx, wy = _gauss_weights(Um.shape.rank)
+    dUdz = _interp(Uz, wx, wy) / dzc / Hsafe
+    dVdz = _interp(Vz, wx, wy) / dzc / Hsafe
+    dUdx, dUdy = _grad(Um, wx, wy, dx)
+    dVdx, dVdy = _grad(Vm, wx, wy, dx)
+    exx = dUdx - dzdx * dUdz
+    eyy = dVdy - dzdy * dVdz
+    exy = 0.5 * (dUdy - dzdy * dUdz + dVdx - dzdx * dVdz)
+    eff2 = (exx**2 + eyy**2 + exx * eyy + exy**2 + 0.25 * dUdz**2 + 0.25 * dVdz**2
+            + c.regu_glen**2)
     return ColumnStrain(Hc, Hsafe, dzc, B, eff2, Um, Vm, dsdx, dsdy)
 
 
@@ -258,8 +269,8 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     n, m = c.n, c.m
     U, V, ice, slides, col = _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope,
                                      c, periodic)
-    visc = sum(0.25 * (2.0 * n / (n + 1.0)) * col.B * eff2 ** ((n + 1.0) / (2.0 * n))
-               for eff2 in col.eff2)
+    visc = tf.reduce_sum(0.25 * (2.0 * n / (n + 1.0)) * col.B
+                         * col.eff2 ** ((n + 1.0) / (2.0 * n)), axis=0)
     column = tf.reduce_sum(col.Hc * col.dzc * (visc + _gravity_columns(col, c)),
                            axis=[-3, -2, -1])
     base = 0.0

@@ -74,7 +74,7 @@ def column_scales(X: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.
     U, V = hold_velocities(X[0], thk, slides, c), hold_velocities(X[1], thk, slides, c)
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     p = (n + 1.0) / (2.0 * n)
-    secant = sum(0.25 * eff2 ** (p - 1.0) for eff2 in col.eff2)  # mean over Gauss points
+    secant = tf.reduce_sum(0.25 * col.eff2 ** (p - 1.0), axis=0)  # mean over Gauss points
     viscous = col.Hc * col.dzc * (2.0 * n / (n + 1.0)) * p * col.B * secant
     # an increment moves every level above it: it carries their horizontal stiffness
     above = tf.cumsum(viscous * HORIZONTAL / dx**2, axis=0, reverse=True)
