@@ -228,7 +228,9 @@ def test_online_training_matches_the_solver_on_hintereisferner(tmp_path) -> None
     """Online training on Hintereisferner (100 m) from the shipped weights:
     the error of the surface speed (relative L2 over ice) against a converged
     `solved` field does not grow over the first 10 iterations (the
-    learning-rate warm-up) and is below 5% after NBIT iterations."""
+    learning-rate warm-up) and is below 5% after NBIT iterations. In
+    float32, as the documentation advises for training this long (bfloat16
+    ends at 3.5-4.8 %, float32 at 3.0 %)."""
     from igm_plugins.processes.iceflow._flow import IceFlow
 
     solved = hef_state(2)
@@ -239,6 +241,7 @@ def test_online_training_matches_the_solver_on_hintereisferner(tmp_path) -> None
 
     state = hef_state(2)
     p = iceflow.Params()  # default learning rate and warm-up
+    p.emulator.network.precision = "float32"
     flow = IceFlow(p, state, run_context(tmp_path))
     args = flow.inputs(state)
     thk = np.asarray(state.thk)
