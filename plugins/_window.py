@@ -95,3 +95,23 @@ def uncrop(X: tf.Tensor, window: tuple[slice, slice], shape: tuple[int, int]) ->
     (r, c), (ny, nx) = window, shape
     pad = [[0, 0]] * (X.shape.rank - 2) + [[r.start, ny - r.stop], [c.start, nx - c.stop]]
     return tf.pad(X, pad)
+
+
+def window_bounds(window: tuple[slice, slice]) -> tuple[tf.Tensor, tf.Tensor]:
+    """The window's rows and columns as (start, stop) int32 tensors: passed
+    to a compiled function instead of slices, one trace serves every window
+    (see :func:`pad_to_grid`)."""
+    import tensorflow as tf
+
+    rows, cols = window
+    return tf.constant([rows.start, rows.stop]), tf.constant([cols.start, cols.stop])
+
+
+def pad_to_grid(X: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
+    """In a compiled function: a field (..., h, w) on the window of
+    :func:`window_bounds` padded with zeros to the (ny, nx) of ``grid``."""
+    import tensorflow as tf
+
+    ny, nx = tf.shape(grid)[-2], tf.shape(grid)[-1]
+    pad = [[0, 0]] * (X.shape.rank - 2) + [[rows[0], ny - rows[1]], [cols[0], nx - cols[1]]]
+    return tf.pad(X, pad)

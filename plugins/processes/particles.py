@@ -99,11 +99,11 @@ class Lattice:
         return cls(float(state.x[0]), float(state.y[0]), float(state.dx), ny, nx)
 
 
-def corners(x: Any, y: Any, lattice: Lattice) -> tuple[Any, Any, Any, Any]:
+def corners(x: Any, y: Any, lattice: Lattice) -> tuple[Any, Any, Any, int]:
     """For points (x, y) (m, float64, (p,)): the flat indices (int64, (p,))
-    of the south-west cell of the four around each point, and the bilinear
+    of the south-west cell of the four around each point, the bilinear
     weights (float64, (p,)) along x and y, constant beyond the outermost
-    cell centres."""
+    cell centres, and the grid's row length nx."""
     import tensorflow as tf
 
     ny, nx = lattice.ny, lattice.nx
@@ -112,10 +112,10 @@ def corners(x: Any, y: Any, lattice: Lattice) -> tuple[Any, Any, Any, Any]:
     i0 = tf.minimum(tf.floor(fx), nx - 2.0)
     j0 = tf.minimum(tf.floor(fy), ny - 2.0)
     sw = tf.cast(j0, tf.int64) * nx + tf.cast(i0, tf.int64)
-    return sw, fx - i0, fy - j0, tf.constant(nx, tf.int64)
+    return sw, fx - i0, fy - j0, nx
 
 
-def interpolate(fields: Any, at: tuple[Any, Any, Any, Any]) -> Any:
+def interpolate(fields: Any, at: tuple[Any, Any, Any, int]) -> Any:
     """Fields (k, ny, nx) at the points of :func:`corners` ``at``: (k, p)
     float64. Only the four values around each point are read (and cast to
     float64), not the whole grid."""

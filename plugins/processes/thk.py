@@ -64,7 +64,7 @@ import numpy as np
 
 from igm_core import Choice, Field, hookimpl
 from igm_core.errors import ConfigError, FieldError, PluginRuntimeError
-from igm_plugins._window import ice_window
+from igm_plugins._window import ice_window, pad_to_grid, window_bounds
 
 KEY = "processes.thk"
 WINDOW_MARGIN = 2  # cells around the ice: the limiter reads two cells upwind of a face
@@ -172,9 +172,7 @@ def _kernels(slope_type: str) -> Any:
         if centred:
             uf, vf = node_to_face(uf, vf)
         fx, fy = fluxes(thk[r0:r1, c0:c1], uf[r0:r1, c0:c1 + 1], vf[r0:r1 + 1, c0:c1], dt_dx)
-        ny, nx = tf.shape(thk)[0], tf.shape(thk)[1]
-        div = tf.pad(divergence(fx, fy, dx), [[r0, ny - r1], [c0, nx - c1]])
-        return fx, fy, div
+        return fx, fy, pad_to_grid(divergence(fx, fy, dx), rows, cols, thk)
 
     return tf.function(fluxes, reduce_retracing=True, autograph=False), windowed
 
@@ -229,12 +227,10 @@ def windowed_transport(state, dt: float, slope_type: str) -> tuple[Any, Any, Any
     if window is None:
         empty = tf.zeros((0, 0), tf.float32)
         return empty, empty, tf.zeros_like(thk)
-    (r, c) = window
     uf, vf = face_velocities(state)
     f32 = tf.float32
     return _kernels(slope_type)[1](thk, uf, vf, tf.constant(dt / state.dx, f32),
-                                   tf.constant(state.dx, f32), tf.constant([r.start, r.stop]),
-                                   tf.constant([c.start, c.stop]),
+                                   tf.constant(state.dx, f32), *window_bounds(window),
                                    centred=tuple(uf.shape) == tuple(thk.shape))
 
 
@@ -319,7 +315,7 @@ def thickness_after(thk: Any, divflux: Any, smb: Any, others: list[Any],
     smb = zero if smb is None else tf.cast(smb, tf.float32)
     other = tf.add_n([tf.cast(o, tf.float32) for o in others]) if others else zero
     new, sums = _thickness_kernel()(thk, divflux, smb, other, tf.constant(dt, tf.float32))
-    return new, dict(zip(("total", "clip", *TERMS[:2], "unmet_ablation"),
+    return new, dict(zip(("total", "clip", "smb", "sources", "unmet_ablation"),
                          sums.numpy().tolist(), strict=True))
 
 

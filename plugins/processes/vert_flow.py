@@ -31,7 +31,7 @@ from functools import cache
 from typing import Any
 
 from igm_core import Choice, hookimpl
-from igm_plugins._window import IceWindow
+from igm_plugins._window import IceWindow, pad_to_grid, window_bounds
 
 KEY = "processes.vert_flow"
 WINDOW_MARGIN = 2  # cells around the ice (centred differences need 1)
@@ -127,10 +127,9 @@ def _compiled(method: str, dx: float) -> Any:
     @tf.function(reduce_retracing=True, autograph=False)
     def windowed(U, V, zeta, thk, topg, rows, cols):
         r0, r1, c0, c1 = rows[0], rows[1], cols[0], cols[1]
-        W = vertical_velocity(U[:, r0:r1, c0:c1], V[:, r0:r1, c0:c1], zeta,
-                              thk[r0:r1, c0:c1], topg[r0:r1, c0:c1], dx, method)
-        ny, nx = tf.shape(thk)[0], tf.shape(thk)[1]
-        W = tf.pad(W, [[0, 0], [r0, ny - r1], [c0, nx - c1]])
+        W = pad_to_grid(vertical_velocity(U[:, r0:r1, c0:c1], V[:, r0:r1, c0:c1], zeta,
+                                          thk[r0:r1, c0:c1], topg[r0:r1, c0:c1], dx, method),
+                        rows, cols, thk)
         return W, W[-1]
 
     return windowed
@@ -145,10 +144,8 @@ def update(params: Params, state, window: IceWindow) -> None:
         state.W = tf.zeros_like(state.U)
         state.wvelsurf = state.W[-1]
         return
-    rows, cols = where
     state.W, state.wvelsurf = _compiled(params.method, float(state.dx))(
-        state.U, state.V, state.zeta, state.thk, state.topg, tf.constant([rows.start, rows.stop]),
-        tf.constant([cols.start, cols.stop]))
+        state.U, state.V, state.zeta, state.thk, state.topg, *window_bounds(where))
 
 
 @hookimpl
