@@ -221,7 +221,7 @@ class Emulator:
             raise ConfigError(f"processes.iceflow.emulator.weights: file {name!r} not found")
         return found
 
-    def _train_step(self, thk, usurf, A, C, dx, lr, weight):
+    def _train_step(self, thk, usurf, A, C, dx, lr, weight, target=None, fit=None):
         # the network in TensorFlow's own kernels (oneDNN convolutions), the
         # energy and dJ/dX in XLA (fused: 3-4x faster on the CPU); the chain
         # rule joins them through output_gradients
@@ -229,7 +229,12 @@ class Emulator:
         with tf.GradientTape() as tape:
             X = self.net(x)[0]
         J, dJdX = self._energy_and_grad(X, thk, usurf, A, C, dx)
-        grads = tape.gradient(X, self.net.weights, output_gradients=weight * dJdX)
+        dLdX = weight * dJdX
+        if target is not None:  # pretraining: plus fit * |X - target|^2 / |target|^2 on the ice
+            ice = tf.cast(thk > self.consts.thr_ice_thk, tf.float32)
+            norm = tf.reduce_sum(ice * tf.square(target)) + 1.0
+            dLdX += 2.0 * fit * ice * (X - target) / norm
+        grads = tape.gradient(X, self.net.weights, output_gradients=dLdX)
         self.nstep.assign_add(1.0)
         # linear warm-up from the first iteration: full-size Adam steps from a
         # fresh state overshoot (the error first grows for tens of iterations)
@@ -244,24 +249,30 @@ class Emulator:
         return J
 
     def train(self, args: tuple, nbit: int, lr: float | None = None,
-              weight: float = 1.0) -> float:
+              weight: float = 1.0, target: tf.Tensor | None = None,
+              fit: float = 0.0) -> float:
         """``nbit`` Adam iterations on the energy of the geometry ``args``
         = (thk, usurf, A, C, dx), each on a random frame when the grid is
         larger than ``train_framesizemax`` (or ``framesizemax``); the loss
         is ``weight`` times the energy (weights balance geometries of
-        different energy scales in pretraining); returns the last energy."""
+        different energy scales in pretraining), plus, given a ``target``
+        field (2, Nz, ny, nx) m/yr such as a converged solve, ``fit`` times
+        its relative squared misfit over the ice; returns the last energy."""
         thk, usurf, A, C, dx = args
         ny, nx = thk.shape
         fs = min(self.p.emulator.framesizemax, self.p.emulator.train_framesizemax)
         lr = tf.constant(self.p.emulator.lr if lr is None else lr, tf.float32)
         weight = tf.constant(weight, tf.float32)
+        supervised = {} if target is None else {"fit": tf.constant(fit, tf.float32)}
         J = float("nan")
         for _ in range(nbit):
             j0 = int(self.rng.integers(0, ny - fs + 1)) if ny > fs else 0
             i0 = int(self.rng.integers(0, nx - fs + 1)) if nx > fs else 0
             sl = (slice(j0, j0 + min(fs, ny)), slice(i0, i0 + min(fs, nx)))
             Af = A[sl] if A.shape.rank == 2 else A[(slice(None), *sl)]
-            J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr, weight)
+            if target is not None:
+                supervised["target"] = target[(slice(None), slice(None), *sl)]
+            J = self._train(thk[sl], usurf[sl], Af, C[sl], dx, lr, weight, **supervised)
         return float(J)
 
     def energy(self, args: tuple, X: tf.Tensor | None = None) -> float:
