@@ -12,7 +12,8 @@ Methods (``method``):
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
 - ``emulated`` (default): a convolutional network trained on the same
   energy (physics-informed), shipped pretrained and retrained online every
-  ``emulator.retrain_freq`` steps.
+  ``emulator.retrain_freq`` steps; with ``emulator.fit``, fitted instead to a
+  solve of the run's glacier every ``emulator.fit_every`` years.
 - ``diagnostic``: emulator and solver side by side; logs their relative
   difference of surface speed and their energies.
 
@@ -124,6 +125,13 @@ class EmulatorParams:
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
+    # > 0: at the start and every fit_every years the step's velocity is a solve (solver.*)
+    # warm-started from the last field, and the network is trained towards it for fit_nbit
+    # iterations (this weight on the relative squared misfit over the ice, the energy over
+    # its magnitude alongside) instead of on the energy every retrain_freq steps
+    fit: float = 0.0
+    fit_every: float = 5.0  # model years between two solves the network is fitted to (yr)
+    fit_nbit: int = 10  # training iterations towards each solve
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
@@ -158,7 +166,7 @@ def check_params(p: Params) -> None:
                 ("solver.refresh", p.solver.refresh),
                 ("solver.gtol", p.solver.gtol),
                 ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
-                ("emulator.lr", p.emulator.lr),
+                ("emulator.lr", p.emulator.lr), ("emulator.fit_every", p.emulator.fit_every),
                 ("emulator.framesizemax", p.emulator.framesizemax),
                 ("emulator.train_framesizemax", p.emulator.train_framesizemax))
     for key, value in positive:
@@ -167,7 +175,9 @@ def check_params(p: Params) -> None:
     for key, value in (("emulator.warmup", p.emulator.warmup),
                        ("emulator.nbit", p.emulator.nbit),
                        ("emulator.nbit_init", p.emulator.nbit_init),
-                       ("emulator.retrain_freq", p.emulator.retrain_freq)):
+                       ("emulator.retrain_freq", p.emulator.retrain_freq),
+                       ("emulator.fit", p.emulator.fit),
+                       ("emulator.fit_nbit", p.emulator.fit_nbit)):
         if value < 0:
             raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
     if p.numerics.Nz < 2:

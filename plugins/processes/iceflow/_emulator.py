@@ -298,25 +298,56 @@ class Emulator:
             rows.append(tf.concat(cols, axis=-1))
         return tf.concat(rows, axis=-2)
 
+    def learn(self, args: tuple, target: tf.Tensor, weight: float) -> tf.Tensor:
+        """``fit_nbit`` training iterations towards ``target`` (2, Nz, ny,
+        nx) m/yr, a converged solve of the geometry ``args``: ``weight``
+        times the energy plus ``emulator.fit`` times the relative squared
+        misfit over the ice. Returns the network's field on ``args`` after
+        them. Both on the window around the ice (the whole grid on a
+        periodic one), zero elsewhere."""
+        window = self._window(args[0])
+        if window == ():
+            return tf.zeros_like(target)
+        if window is not None:
+            target = target[(slice(None), slice(None), *window)]
+        self.train(self._crop(args, window), self.p.emulator.fit_nbit, weight=weight,
+                   target=target, fit=self.p.emulator.fit)
+        return self._field(args, window)
+
     def step(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
         """Train when due (``nbit_init`` at the start, ``nbit`` every
-        ``retrain_freq`` steps), then predict: both on the window around the
-        ice (the whole grid on a periodic one), zero elsewhere."""
+        ``retrain_freq`` steps unless the network is fitted to solves), then
+        predict: both on the window around the ice (the whole grid on a
+        periodic one), zero elsewhere."""
         e = self.p.emulator
-        thk = args[0]
-        window = None
-        if not self.periodic:
-            window = self.window.follow(thk)
-            if window is None:
-                return tf.zeros((2, self.net.nz, *thk.shape), tf.float32)
-            args = crop(args, window)
+        window = self._window(args[0])
+        if window == ():
+            return tf.zeros((2, self.net.nz, *args[0].shape), tf.float32)
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
-                     self.train(args, e.nbit_init))
-        elif not initial and e.retrain_freq > 0 and it % e.retrain_freq == 0 and e.nbit > 0:
-            self.train(args, e.nbit)
-        X = self.predict(args)
-        return X if window is None else uncrop(X, window, thk.shape)
+                     self.train(self._crop(args, window), e.nbit_init))
+        elif (not initial and e.fit == 0 and e.retrain_freq > 0 and it % e.retrain_freq == 0
+              and e.nbit > 0):
+            self.train(self._crop(args, window), e.nbit)
+        return self._field(args, window)
+
+    def _window(self, thk: tf.Tensor) -> tuple[slice, slice] | tuple[()] | None:
+        """The window around the ice of ``thk``: () without ice, None on a
+        periodic grid (the whole of it)."""
+        if self.periodic:
+            return None
+        window = self.window.follow(thk)
+        return () if window is None else window
+
+    @staticmethod
+    def _crop(args: tuple, window: tuple[slice, slice] | None) -> tuple:
+        return args if window is None else crop(args, window)
+
+    def _field(self, args: tuple, window: tuple[slice, slice] | None) -> tf.Tensor:
+        """The network's velocities (2, Nz, ny, nx) on ``window``, zero
+        outside it."""
+        X = self.predict(self._crop(args, window))
+        return X if window is None else uncrop(X, window, args[0].shape)
 
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps: the weights, Adam's moments and step

@@ -60,7 +60,7 @@ class IceFlow:
         self.X = tf.zeros((2, nz, *shape), tf.float32)
         self.objective = None
         self.emulator = None
-        if params.method in ("solved", "diagnostic"):
+        if params.method in ("solved", "diagnostic") or params.emulator.fit > 0:
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
@@ -72,6 +72,8 @@ class IceFlow:
         # solves so far, the unconverged ones and the largest scaled residual
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
+        self.next_fit = math.nan  # model time of the next solve the emulator is fitted to (yr)
+        self.fit_offset = tf.zeros_like(self.X)  # the last such solve minus the network's field
         self.window = IceWindow(2, self.consts.thr_ice_thk, KEY)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
                                    autograph=False)
@@ -166,7 +168,7 @@ class IceFlow:
         elif method == "solved":
             X = self.solve(args, self.X)
         elif method == "emulated":
-            X = self.emulator.step(args, state.it, initial)
+            X = self.emulated(args, state.it, initial)
         else:
             X = self.emulator.step(args, state.it, initial)
             Xs = self.solve(args, self.X if not initial else X)
@@ -177,6 +179,30 @@ class IceFlow:
         state.U, state.V = X[0], X[1]
         for name, value in derived.items():
             setattr(state, name, value)
+
+    def emulated(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
+        """The network's velocity (2, Nz, ny, nx) m/yr. With ``emulator.fit``,
+        the initial step's and then one every ``fit_every`` model years is
+        instead a solve, which the network is then trained towards (its
+        energy weighted by the inverse of the solve's, so that the two
+        terms keep their balance from glacier to glacier); in between, the
+        network's field plus what it still missed of the last solve (the
+        solve minus its field there after the training), the solves' warm
+        start too."""
+        e = self.p.emulator
+        if e.fit <= 0:
+            return self.emulator.step(args, it, initial)
+        if math.isnan(self.next_fit) and math.isfinite(self.t) and not initial:
+            # the clock started after the initial solve: the next is fit_every after it
+            self.next_fit = self.t + e.fit_every
+        X = self.emulator.step(args, it, initial) + self.fit_offset
+        if not (initial or self.t >= self.next_fit):
+            return X
+        X = self.solve(args, X)
+        self.fit_offset = X - self.emulator.learn(
+            args, X, 1.0 / max(abs(self.last_report.energy_end), 1e-12))
+        self.next_fit = self.t + e.fit_every  # nan while the clock has not started
+        return X
 
     def sia(self, args: tuple, state) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Shallow-ice velocities: the stack (U, V) (2, Nz, ny, nx) and ubar,
@@ -214,7 +240,8 @@ class IceFlow:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
         start), the solver's window, the diagnostic history and the emulator."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
-                "convergence": self.convergence,
+                "convergence": self.convergence, "next_fit": self.next_fit,
+                "fit_offset": self.fit_offset,
                 "emulator": None if self.emulator is None else self.emulator.state_dict()}
 
     def load_state_dict(self, saved: dict) -> None:
@@ -230,6 +257,8 @@ class IceFlow:
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
+        self.next_fit = float(saved["next_fit"])
+        self.fit_offset = tf.convert_to_tensor(saved["fit_offset"], tf.float32)
         if self.emulator is not None:
             self.emulator.load_state_dict(saved["emulator"])
 
