@@ -130,7 +130,7 @@ class EmulatorParams:
     # iterations (this weight on the relative squared misfit over the ice, the energy over
     # its magnitude alongside) instead of on the energy every retrain_freq steps
     fit: float = 0.0
-    fit_every: float = 5.0  # model years between two solves the network is fitted to (yr)
+    fit_every: float = 3.0  # model years between two solves the network is fitted to (yr)
     fit_nbit: int = 10  # training iterations towards each solve
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
