@@ -151,6 +151,8 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
     ("emulator.retrain_freq", -1,
      r"processes.iceflow.emulator.retrain_freq must be 0 or more, got -1"),
     ("emulator.fit", -1.0, r"processes.iceflow.emulator.fit must be 0 or more, got -1.0"),
+    ("emulator.fit", 10.0,
+     r"processes.iceflow.emulator.fit applies to method emulated only, got method 'sia'"),
     ("solver.refresh", 0, r"processes.iceflow.solver.refresh must be positive, got 0"),
     ("solver.gtol", 0.0, r"processes.iceflow.solver.gtol must be positive, got 0.0"),
     ("physics.frozen_bed_speed", -1.0,

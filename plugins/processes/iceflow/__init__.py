@@ -185,6 +185,9 @@ def check_params(p: Params) -> None:
     if p.numerics.staggered and p.method != "sia":
         raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
                           f"'{p.method}'")
+    if p.emulator.fit > 0 and p.method != "emulated":
+        raise ConfigError(f"{KEY}.emulator.fit applies to method emulated only, got method "
+                          f"'{p.method}'")
     if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
             "emulated", "diagnostic"):
         raise ConfigError(f"{KEY}.emulator.pretrained is false: set emulator.nbit_init > 0 to "

@@ -238,7 +238,9 @@ class IceFlow:
 
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
-        start), the solver's window, the diagnostic history and the emulator."""
+        start), the solver's window, the diagnostic history, the emulator,
+        and with ``emulator.fit`` the time of the next solve and the last
+        misfit."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
                 "convergence": self.convergence, "next_fit": self.next_fit,
                 "fit_offset": self.fit_offset,
@@ -257,8 +259,10 @@ class IceFlow:
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
-        self.next_fit = float(saved["next_fit"])
-        self.fit_offset = tf.convert_to_tensor(saved["fit_offset"], tf.float32)
+        # absent from checkpoints written before emulator.fit existed
+        self.next_fit = float(saved.get("next_fit", math.nan))
+        self.fit_offset = tf.convert_to_tensor(saved.get("fit_offset", tf.zeros_like(X)),
+                                               tf.float32)
         if self.emulator is not None:
             self.emulator.load_state_dict(saved["emulator"])
 
