@@ -30,20 +30,19 @@ def errors(path: Path) -> list[float]:
     import igm_plugins.processes.iceflow as iceflow
     from igm_core.testing import make_state
     from igm_plugins.processes.iceflow._flow import IceFlow
+    from igm_plugins.processes.iceflow.train_emulator import records
 
+    saved = records([path])  # (topg, thk, dx) of each record
     with netCDF4.Dataset(path) as ds:
-        thk = np.asarray(ds["thk"][:], "float32")
-        topg = np.asarray(ds["topg"][:], "float32")
         speed = np.asarray(ds["velsurf_mag"][:], "float32")
-        x = np.asarray(ds["x"][:])
-    topg = topg[0] if topg.ndim == 3 else topg
     p = iceflow.Params(method="solved")
     p.solver.gtol, p.solver.nbitmax = 1e-3, 3000
-    ny, nx = topg.shape
-    state = make_state(nx=nx, ny=ny, dx=float(abs(x[1] - x[0])), thk=thk[0], topg=topg)
+    topg, thk, dx = saved[0]
+    state = make_state(nx=topg.shape[1], ny=topg.shape[0], dx=dx, thk=thk, topg=topg)
     flow = None
     out = []
-    for record, h in enumerate(thk):
+    for record, (topg, h, _) in enumerate(saved):
+        state.topg = tf.constant(topg)
         state.thk, state.usurf = tf.constant(h), tf.constant(topg + h)
         if flow is None:
             flow = IceFlow(p, state, None)
