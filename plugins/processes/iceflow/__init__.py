@@ -125,12 +125,13 @@ class EmulatorParams:
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
-    # > 0: at the start and every fit_every years the step's velocity is a solve (solver.*)
-    # warm-started from the last field, and the network is trained towards it for fit_nbit
-    # iterations (this weight on the relative squared misfit over the ice, the energy over
-    # its magnitude alongside) instead of on the energy every retrain_freq steps
+    # > 0: at the start and then fit_every years or more after the last one, the step's
+    # velocity is a solve (solver.*) warm-started from the last field, and the network is
+    # trained towards it for fit_nbit iterations (this weight on the relative squared
+    # misfit over the ice, the energy over its magnitude alongside) instead of on the
+    # energy every retrain_freq steps
     fit: float = 0.0
-    fit_every: float = 3.0  # model years between two solves the network is fitted to (yr)
+    fit_every: float = 3.0  # least model time between two solves the network is fitted to (yr)
     fit_nbit: int = 10  # training iterations towards each solve
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0

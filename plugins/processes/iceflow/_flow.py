@@ -182,13 +182,13 @@ class IceFlow:
 
     def emulated(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
         """The network's velocity (2, Nz, ny, nx) m/yr. With ``emulator.fit``,
-        the initial step's and then one every ``fit_every`` model years is
-        instead a solve, which the network is then trained towards (its
-        energy weighted by the inverse of the solve's, so that the two
-        terms keep their balance from glacier to glacier); in between, the
-        network's field plus what it still missed of the last solve (the
-        solve minus its field there after the training), the solves' warm
-        start too."""
+        the initial step's, then that of the first step ``fit_every`` model
+        years or more after the last solve, is instead a solve, which the
+        network is then trained towards (its energy weighted by the inverse
+        of the solve's, so that the two terms keep their balance from
+        glacier to glacier); in between, the network's field plus what it
+        still missed of the last solve (the solve minus its field there
+        after the training), the solves' warm start too."""
         e = self.p.emulator
         if e.fit <= 0:
             return self.emulator.step(args, it, initial)
