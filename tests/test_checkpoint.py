@@ -124,21 +124,21 @@ def _cap():
 
 
 def _iceflow(method: str):
-    """iceflow with ``method``; ``emulated+fit``: the emulator fitted to a
-    solve every model year (so the continued part holds one)."""
+    """iceflow with ``method``; ``emulated+solves``: the emulator corrected
+    by a solve every model year (so the continued part holds one)."""
     from conftest import compose
 
     import igm_plugins.processes.iceflow as iceflow
 
-    method, _, fit = method.partition("+")
+    method, _, solves = method.partition("+")
     return iceflow, compose(iceflow.Params, {"method": method, "solver": {"nbitmax": 20},
                                              "emulator": {"retrain_freq": 1,
-                                                          "fit": 10.0 if fit else 0.0,
-                                                          "fit_every": 1.0}})
+                                                          "solve_every": 1.0 if solves
+                                                          else 0.0}})
 
 
 @pytest.mark.parametrize("name", ["smb_simple", "thk", "vert_flow", "iceflow-emulated",
-                                  "iceflow-emulated+fit", "iceflow-solved", "iceflow-sia"])
+                                  "iceflow-emulated+solves", "iceflow-solved", "iceflow-sia"])
 def test_every_built_in_process_continues_from_a_checkpoint_bit_for_bit(tmp_path, name):
     import importlib
 

@@ -12,8 +12,8 @@ Methods (``method``):
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
 - ``emulated`` (default): a convolutional network trained on the same
   energy (physics-informed), shipped pretrained and retrained online every
-  ``emulator.retrain_freq`` steps; with ``emulator.fit``, fitted instead to a
-  solve of the run's glacier every ``emulator.fit_every`` years.
+  ``emulator.retrain_freq`` steps; with ``emulator.solve_every``, corrected
+  instead by a solve of the run's glacier every so many model years.
 - ``diagnostic``: emulator and solver side by side; logs their relative
   difference of surface speed and their energies.
 
@@ -125,14 +125,12 @@ class EmulatorParams:
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
-    # > 0: at the start and then fit_every years or more after the last one, the step's
-    # velocity is a solve (solver.*) warm-started from the last field, and the network is
-    # trained towards it for fit_nbit iterations (this weight on the relative squared
-    # misfit over the ice, the energy over its magnitude alongside) instead of on the
-    # energy every retrain_freq steps
-    fit: float = 0.0
-    fit_every: float = 3.0  # least model time between two solves the network is fitted to (yr)
-    fit_nbit: int = 10  # training iterations towards each solve
+    # > 0 (yr): the initial step and then the first step this long or more after the last
+    # solve take their velocity from a solve (solver.*, to solve_gtol) warm-started from
+    # the field below; every other step the network's field plus what it missed at the
+    # last solve (no retraining on the energy). 0: off
+    solve_every: float = 0.0
+    solve_gtol: float = 0.03  # scaled residual of those solves (see solver.gtol)
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
@@ -167,7 +165,7 @@ def check_params(p: Params) -> None:
                 ("solver.refresh", p.solver.refresh),
                 ("solver.gtol", p.solver.gtol),
                 ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
-                ("emulator.lr", p.emulator.lr), ("emulator.fit_every", p.emulator.fit_every),
+                ("emulator.lr", p.emulator.lr), ("emulator.solve_gtol", p.emulator.solve_gtol),
                 ("emulator.framesizemax", p.emulator.framesizemax),
                 ("emulator.train_framesizemax", p.emulator.train_framesizemax))
     for key, value in positive:
@@ -177,8 +175,7 @@ def check_params(p: Params) -> None:
                        ("emulator.nbit", p.emulator.nbit),
                        ("emulator.nbit_init", p.emulator.nbit_init),
                        ("emulator.retrain_freq", p.emulator.retrain_freq),
-                       ("emulator.fit", p.emulator.fit),
-                       ("emulator.fit_nbit", p.emulator.fit_nbit)):
+                       ("emulator.solve_every", p.emulator.solve_every)):
         if value < 0:
             raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
     if p.numerics.Nz < 2:
@@ -186,9 +183,9 @@ def check_params(p: Params) -> None:
     if p.numerics.staggered and p.method != "sia":
         raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
                           f"'{p.method}'")
-    if p.emulator.fit > 0 and p.method != "emulated":
-        raise ConfigError(f"{KEY}.emulator.fit applies to method emulated only, got method "
-                          f"'{p.method}'")
+    if p.emulator.solve_every > 0 and p.method != "emulated":
+        raise ConfigError(f"{KEY}.emulator.solve_every applies to method emulated only, got "
+                          f"method '{p.method}'")
     if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
             "emulated", "diagnostic"):
         raise ConfigError(f"{KEY}.emulator.pretrained is false: set emulator.nbit_init > 0 to "

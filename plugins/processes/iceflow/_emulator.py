@@ -298,25 +298,9 @@ class Emulator:
             rows.append(tf.concat(cols, axis=-1))
         return tf.concat(rows, axis=-2)
 
-    def learn(self, args: tuple, target: tf.Tensor, weight: float) -> tf.Tensor:
-        """``fit_nbit`` training iterations towards ``target`` (2, Nz, ny,
-        nx) m/yr, a converged solve of the geometry ``args``: ``weight``
-        times the energy plus ``emulator.fit`` times the relative squared
-        misfit over the ice. Returns the network's field on ``args`` after
-        them. Both on the window around the ice (the whole grid on a
-        periodic one), zero elsewhere."""
-        window = self._window(args[0])
-        if window == ():
-            return tf.zeros_like(target)
-        if window is not None:
-            target = target[(slice(None), slice(None), *window)]
-        self.train(self._crop(args, window), self.p.emulator.fit_nbit, weight=weight,
-                   target=target, fit=self.p.emulator.fit)
-        return self._field(args, window)
-
     def step(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
         """Train when due (``nbit_init`` at the start, ``nbit`` every
-        ``retrain_freq`` steps unless the network is fitted to solves), then
+        ``retrain_freq`` steps unless solves correct the network), then
         predict: both on the window around the ice (the whole grid on a
         periodic one), zero elsewhere."""
         e = self.p.emulator
@@ -326,7 +310,7 @@ class Emulator:
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
-        elif (not initial and e.fit == 0 and e.retrain_freq > 0 and it % e.retrain_freq == 0
+        elif (not initial and e.solve_every == 0 and e.retrain_freq > 0 and it % e.retrain_freq == 0
               and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)

@@ -60,7 +60,7 @@ class IceFlow:
         self.X = tf.zeros((2, nz, *shape), tf.float32)
         self.objective = None
         self.emulator = None
-        if params.method in ("solved", "diagnostic") or params.emulator.fit > 0:
+        if params.method in ("solved", "diagnostic") or params.emulator.solve_every > 0:
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
@@ -72,8 +72,10 @@ class IceFlow:
         # solves so far, the unconverged ones and the largest scaled residual
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
-        self.next_fit = math.nan  # model time of the next solve the emulator is fitted to (yr)
-        self.fit_offset = tf.zeros_like(self.X)  # the last such solve minus the network's field
+        # emulator.solve_every: the model time of the next solve (yr), and the last solve
+        # minus the network's field there (m/yr), added to the network's later fields
+        self.next_solve = math.nan
+        self.correction = tf.zeros_like(self.X)
         self.window = IceWindow(2, self.consts.thr_ice_thk, KEY)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
                                    autograph=False)
@@ -101,9 +103,16 @@ class IceFlow:
         return float(energy(X[0], X[1], *args, self.zeta, self.slope, self.consts,
                             self.p.numerics.periodic))
 
+    def gtol(self) -> tuple[str, float]:
+        """The parameter holding this method's solve tolerance, and its value."""
+        if self.p.method == "emulated":
+            return "emulator.solve_gtol", self.p.emulator.solve_gtol
+        return "solver.gtol", self.p.solver.gtol
+
     def solve(self, args: tuple, X0: tf.Tensor) -> tf.Tensor:
         """Blatter-Pattyn solve warm-started from X0, on the window around the
-        ice (ice-free nodes carry no flow; the whole grid when periodic)."""
+        ice (ice-free nodes carry no flow; the whole grid when periodic), to
+        the tolerance of :meth:`gtol`."""
         s = self.p.solver
         thk = args[0]
         window = None
@@ -119,7 +128,8 @@ class IceFlow:
                                       self.p.numerics.periodic)
             X_metric = tf.stack([U, V])
         X, report = minimise(self.objective, X0, args, s.optimizer, s.step_size, s.nbitmax,
-                             s.stop_rtol, s.stop_patience, gtol=s.gtol, refresh=s.refresh,
+                             s.stop_rtol, s.stop_patience, gtol=self.gtol()[1],
+                             refresh=s.refresh,
                              X_metric=X_metric, precondition=s.precondition)
         self.last_report = report
         if window is not None:
@@ -134,6 +144,7 @@ class IceFlow:
         ``solver.require_convergence``, else a warning (the first of the run;
         the later ones at debug level and in the run's summary)."""
         c, s = self.convergence, self.p.solver
+        gtol_key, gtol = self.gtol()
         c["solves"] += 1
         c["max_residual"] = max(c["max_residual"], report.residual)
         if report.converged:
@@ -142,7 +153,7 @@ class IceFlow:
         when = f"at t={self.t:g} yr" if math.isfinite(self.t) else "at the initial state"
         message = (f"{KEY}: the solve {when} did not converge: scaled residual "
                    f"{report.residual:.3g} (gradient norm over the driving stress's) above "
-                   f"solver.gtol={s.gtol:g} after {report.iterations} iterations "
+                   f"{gtol_key}={gtol:g} after {report.iterations} iterations "
                    f"(solver.nbitmax={s.nbitmax})")
         if s.require_convergence:
             raise PluginRuntimeError(f"{message}; solver.require_convergence is true")
@@ -155,7 +166,7 @@ class IceFlow:
         (None without a solver)."""
         if self.objective is None:
             return None
-        return {**self.convergence, "gtol": self.p.solver.gtol}
+        return {**self.convergence, "gtol": self.gtol()[1]}
 
     def update(self, state, initial: bool = False) -> None:
         """Compute the velocity for the current geometry and write it."""
@@ -181,27 +192,25 @@ class IceFlow:
             setattr(state, name, value)
 
     def emulated(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
-        """The network's velocity (2, Nz, ny, nx) m/yr. With ``emulator.fit``,
-        the initial step's, then that of the first step ``fit_every`` model
-        years or more after the last solve, is instead a solve, which the
-        network is then trained towards (its energy weighted by the inverse
-        of the solve's, so that the two terms keep their balance from
-        glacier to glacier); in between, the network's field plus what it
-        still missed of the last solve (the solve minus its field there
-        after the training), the solves' warm start too."""
+        """The network's velocity (2, Nz, ny, nx) m/yr. With
+        ``emulator.solve_every``, the initial step's, then that of the first
+        step ``solve_every`` model years or more after the last solve, is
+        instead a solve warm-started from the field below; every other step's
+        is the network's field plus the last solve's correction (that solve
+        minus the network's field on its geometry)."""
         e = self.p.emulator
-        if e.fit <= 0:
-            return self.emulator.step(args, it, initial)
-        if math.isnan(self.next_fit) and math.isfinite(self.t) and not initial:
-            # the clock started after the initial solve: the next is fit_every after it
-            self.next_fit = self.t + e.fit_every
-        X = self.emulator.step(args, it, initial) + self.fit_offset
-        if not (initial or self.t >= self.next_fit):
+        net = self.emulator.step(args, it, initial)
+        if e.solve_every <= 0:
+            return net
+        if math.isnan(self.next_solve) and math.isfinite(self.t) and not initial:
+            # the clock started after the initial solve: the next is solve_every after it
+            self.next_solve = self.t + e.solve_every
+        X = net + self.correction
+        if not (initial or self.t >= self.next_solve):
             return X
         X = self.solve(args, X)
-        self.fit_offset = X - self.emulator.learn(
-            args, X, 1.0 / max(abs(self.last_report.energy_end), 1e-12))
-        self.next_fit = self.t + e.fit_every  # nan while the clock has not started
+        self.correction = X - net
+        self.next_solve = self.t + e.solve_every  # nan while the clock has not started
         return X
 
     def sia(self, args: tuple, state) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
@@ -239,11 +248,11 @@ class IceFlow:
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
         start), the solver's window, the diagnostic history, the emulator,
-        and with ``emulator.fit`` the time of the next solve and the last
-        misfit."""
+        and with ``emulator.solve_every`` the time of the next solve and the
+        correction."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
-                "convergence": self.convergence, "next_fit": self.next_fit,
-                "fit_offset": self.fit_offset,
+                "convergence": self.convergence, "next_solve": self.next_solve,
+                "correction": self.correction,
                 "emulator": None if self.emulator is None else self.emulator.state_dict()}
 
     def load_state_dict(self, saved: dict) -> None:
@@ -259,9 +268,9 @@ class IceFlow:
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
-        # absent from checkpoints written before emulator.fit existed
-        self.next_fit = float(saved.get("next_fit", math.nan))
-        self.fit_offset = tf.convert_to_tensor(saved.get("fit_offset", tf.zeros_like(X)),
+        # absent from checkpoints written before emulator.solve_every existed
+        self.next_solve = float(saved.get("next_solve", math.nan))
+        self.correction = tf.convert_to_tensor(saved.get("correction", tf.zeros_like(X)),
                                                tf.float32)
         if self.emulator is not None:
             self.emulator.load_state_dict(saved["emulator"])
