@@ -125,7 +125,8 @@ def _cap():
 
 def _iceflow(method: str):
     """iceflow with ``method``; ``emulated+solves``: the emulator corrected
-    by a solve every model year (so the continued part holds one)."""
+    by a solve whenever its inputs change by 1 % (so the continued part holds
+    one)."""
     from conftest import compose
 
     import igm_plugins.processes.iceflow as iceflow
@@ -133,7 +134,7 @@ def _iceflow(method: str):
     method, _, solves = method.partition("+")
     return iceflow, compose(iceflow.Params, {"method": method, "solver": {"nbitmax": 20},
                                              "emulator": {"retrain_freq": 1,
-                                                          "solve_every": 1.0 if solves
+                                                          "solve_change": 0.01 if solves
                                                           else 0.0}})
 
 

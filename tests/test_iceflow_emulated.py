@@ -252,16 +252,17 @@ def test_training_towards_a_target_field_reduces_the_misfit(tmp_path) -> None:
     assert misfit() < 0.5 * before  # 1.20 -> 0.27
 
 
-def test_corrected_emulator_solves_on_schedule_and_carries_the_correction(tmp_path) -> None:
-    """``emulator.solve_every``: the initial step and then one step every
-    ``solve_every`` model years are solves to ``solve_gtol`` warm-started
-    from the network's field plus the last correction (counted in the run's
-    convergence summary, with that tolerance); the other steps are the
-    network's field plus the last solve minus the network's field there,
-    and the network is not retrained. On the 1900 Hintereisferner at 100 m
-    the solved step is within 4.5 % of a converged solve (relative L2 of
-    the surface speed over ice; solve_gtol 0.03 against solver.gtol 0.01:
-    3.1 %), the network alone 14.8 %."""
+def test_corrected_emulator_solves_when_its_inputs_change(tmp_path) -> None:
+    """``emulator.solve_change``: the initial step, and a step whose thk,
+    arrhenius or slidingco has changed by more than that fraction since the
+    last solve, are solves to ``solve_gtol`` warm-started from the network's
+    field plus the last correction (counted in the run's convergence
+    summary, with that tolerance); the other steps are the network's field
+    plus the last solve minus the network's field there, and the network is
+    not retrained. On the 1900 Hintereisferner at 100 m the solved step is
+    within 4.5 % of a converged solve (relative L2 of the surface speed over
+    ice; solve_gtol 0.03 against solver.gtol 0.01: 3.1 %), the network alone
+    14.8 %."""
     from igm_plugins.processes.iceflow._flow import IceFlow
 
     solved = hef_state(2)
@@ -270,52 +271,52 @@ def test_corrected_emulator_solves_on_schedule_and_carries_the_correction(tmp_pa
     reference = surface_speed(solved)
     state = hef_state(2)
     thk = np.asarray(state.thk)
-    p = compose(iceflow.Params, {"emulator": {"solve_every": 5.0, "retrain_freq": 1}})
+    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05, "retrain_freq": 1}})
     flow = IceFlow(p, state, run_context(tmp_path))
     args = flow.inputs(state)
     weights = flow.emulator.net.arrays()
-
-    def network_error() -> float:
-        X = np.asarray(flow.emulator.predict(args))
-        return rel_l2_over_ice(np.hypot(X[0, -1], X[1, -1]), reference, thk)
-
-    assert network_error() > 0.1
-    state.t = 1900.0
+    X = np.asarray(flow.emulator.predict(args))
+    assert rel_l2_over_ice(np.hypot(X[0, -1], X[1, -1]), reference, thk) > 0.1
     flow.update(state, initial=True)
     assert flow.summary() == {"solves": 1, "unconverged": 0,
                               "max_residual": flow.last_report.residual, "gtol": 0.03}
     assert flow.last_report.residual <= 0.03
     solved_step = surface_speed(state)
     assert rel_l2_over_ice(solved_step, reference, thk) < 0.045
-    state.t, state.it = 1904.5, 1  # before the next solve, on the same geometry: the
-    flow.update(state)  # network plus the correction, which is the solve again
+    state.it = 1  # a retraining step without solve_change; on the same geometry the network
+    flow.update(state)  # plus the correction is the solve again
     assert flow.summary()["solves"] == 1
     np.testing.assert_allclose(surface_speed(state), solved_step, rtol=1e-4, atol=1e-3)
-    state.t = 1905.0
+    for factor, solves in ((1.04, 1), (1.06, 2), (1.1, 2)):  # thk changed by 4, 6, then 4 %
+        state.thk = (thk * factor).astype("float32")
+        flow.update(state)
+        assert flow.summary()["solves"] == solves, factor
+    state.slidingco = state.slidingco * 1.06
     flow.update(state)
-    assert flow.summary()["solves"] == 2 and flow.next_solve == 1910.0
+    assert flow.summary()["solves"] == 3
     for name, w in flow.emulator.net.arrays().items():  # never retrained
         np.testing.assert_array_equal(w, weights[name])
 
 
 def test_checkpoint_from_before_the_corrected_emulator_loads(tmp_path) -> None:
-    """A checkpoint written before ``emulator.solve_every`` existed (no
-    ``next_solve``, no ``correction``) continues with an unscheduled clock
-    and no correction."""
+    """A checkpoint written before ``emulator.solve_change`` existed (no
+    ``solved_inputs``, no ``correction``) continues with a solve at the next
+    step."""
     from igm_plugins.processes.iceflow._flow import IceFlow
 
     state = hef_state(4)
-    p = compose(iceflow.Params, {"emulator": {"solve_every": 2.0}})
+    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05}})
     flow = IceFlow(p, state, run_context(tmp_path))
-    state.t = 1900.0
     flow.update(state, initial=True)
     saved = flow.state_dict()
-    del saved["next_solve"], saved["correction"]
-    again = IceFlow(p, hef_state(4), run_context(tmp_path))
+    del saved["solved_inputs"], saved["correction"]
+    again_state = hef_state(4)
+    again = IceFlow(p, again_state, run_context(tmp_path))
     again.load_state_dict(saved)
-    assert np.isnan(again.next_solve)
-    assert not np.any(np.asarray(again.correction))
+    assert again.solved_inputs is None and not np.any(np.asarray(again.correction))
     np.testing.assert_array_equal(np.asarray(again.X), np.asarray(flow.X))
+    again.update(again_state)
+    assert again.summary()["solves"] == 2
 
 
 def test_pretraining_script_fits_saved_records(tmp_path) -> None:

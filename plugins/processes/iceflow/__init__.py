@@ -12,8 +12,8 @@ Methods (``method``):
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
 - ``emulated`` (default): a convolutional network trained on the same
   energy (physics-informed), shipped pretrained and retrained online every
-  ``emulator.retrain_freq`` steps; with ``emulator.solve_every``, corrected
-  instead by a solve of the run's glacier every so many model years.
+  ``emulator.retrain_freq`` steps; with ``emulator.solve_change``, corrected
+  instead by a solve of the run's glacier whenever it has changed that much.
 - ``diagnostic``: emulator and solver side by side; logs their relative
   difference of surface speed and their energies.
 
@@ -125,11 +125,12 @@ class EmulatorParams:
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
-    # > 0 (yr): the initial step and then the first step this long or more after the last
-    # solve take their velocity from a solve (solver.*, to solve_gtol) warm-started from
-    # the field below; every other step the network's field plus what it missed at the
-    # last solve (no retraining on the energy). 0: off
-    solve_every: float = 0.0
+    # > 0: the initial step, and every step where thk, arrhenius or slidingco has changed
+    # by more than this fraction (relative L2 norm over the grid) since the last solve, take
+    # their velocity from a solve (solver.*, to solve_gtol) warm-started from the field
+    # below; every other step the network's field plus what it missed at the last solve
+    # (no retraining on the energy). 0: off
+    solve_change: float = 0.0
     solve_gtol: float = 0.03  # scaled residual of those solves (see solver.gtol)
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
@@ -175,7 +176,7 @@ def check_params(p: Params) -> None:
                        ("emulator.nbit", p.emulator.nbit),
                        ("emulator.nbit_init", p.emulator.nbit_init),
                        ("emulator.retrain_freq", p.emulator.retrain_freq),
-                       ("emulator.solve_every", p.emulator.solve_every)):
+                       ("emulator.solve_change", p.emulator.solve_change)):
         if value < 0:
             raise ConfigError(f"{KEY}.{key} must be 0 or more, got {value}")
     if p.numerics.Nz < 2:
@@ -183,8 +184,8 @@ def check_params(p: Params) -> None:
     if p.numerics.staggered and p.method != "sia":
         raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
                           f"'{p.method}'")
-    if p.emulator.solve_every > 0 and p.method != "emulated":
-        raise ConfigError(f"{KEY}.emulator.solve_every applies to method emulated only, got "
+    if p.emulator.solve_change > 0 and p.method != "emulated":
+        raise ConfigError(f"{KEY}.emulator.solve_change applies to method emulated only, got "
                           f"method '{p.method}'")
     if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
             "emulated", "diagnostic"):

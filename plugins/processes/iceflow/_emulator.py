@@ -310,8 +310,8 @@ class Emulator:
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
-        elif (not initial and e.solve_every == 0 and e.retrain_freq > 0 and it % e.retrain_freq == 0
-              and e.nbit > 0):
+        elif (not initial and e.solve_change == 0 and e.retrain_freq > 0
+              and it % e.retrain_freq == 0 and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)
 

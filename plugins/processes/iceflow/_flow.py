@@ -60,7 +60,7 @@ class IceFlow:
         self.X = tf.zeros((2, nz, *shape), tf.float32)
         self.objective = None
         self.emulator = None
-        if params.method in ("solved", "diagnostic") or params.emulator.solve_every > 0:
+        if params.method in ("solved", "diagnostic") or params.emulator.solve_change > 0:
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
@@ -72,9 +72,9 @@ class IceFlow:
         # solves so far, the unconverged ones and the largest scaled residual
         self.convergence = {"solves": 0, "unconverged": 0, "max_residual": 0.0}
         self.t = math.nan  # model time of the current update (yr)
-        # emulator.solve_every: the model time of the next solve (yr), and the last solve
-        # minus the network's field there (m/yr), added to the network's later fields
-        self.next_solve = math.nan
+        # emulator.solve_change: (thk, arrhenius, slidingco) at the last solve, and that
+        # solve minus the network's field there (m/yr), added to the network's later fields
+        self.solved_inputs: tuple[tf.Tensor, ...] | None = None
         self.correction = tf.zeros_like(self.X)
         self.window = IceWindow(2, self.consts.thr_ice_thk, KEY)  # the solver's: ice + 2 cells
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
@@ -193,25 +193,32 @@ class IceFlow:
 
     def emulated(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
         """The network's velocity (2, Nz, ny, nx) m/yr. With
-        ``emulator.solve_every``, the initial step's, then that of the first
-        step ``solve_every`` model years or more after the last solve, is
-        instead a solve warm-started from the field below; every other step's
-        is the network's field plus the last solve's correction (that solve
-        minus the network's field on its geometry)."""
+        ``emulator.solve_change``, the initial step's, and that of every step
+        whose inputs have changed by more than that since the last solve (see
+        :meth:`change`), is instead a solve warm-started from the field below;
+        every other step's is the network's field plus the last solve's
+        correction (that solve minus the network's field on its inputs)."""
         e = self.p.emulator
         net = self.emulator.step(args, it, initial)
-        if e.solve_every <= 0:
+        if e.solve_change <= 0:
             return net
-        if math.isnan(self.next_solve) and math.isfinite(self.t) and not initial:
-            # the clock started after the initial solve: the next is solve_every after it
-            self.next_solve = self.t + e.solve_every
         X = net + self.correction
-        if not (initial or self.t >= self.next_solve):
+        if not initial and self.change(args) <= e.solve_change:
             return X
         X = self.solve(args, X)
         self.correction = X - net
-        self.next_solve = self.t + e.solve_every  # nan while the clock has not started
+        self.solved_inputs = (args[0], args[2], args[3])
         return X
+
+    def change(self, args: tuple) -> float:
+        """The largest relative change (L2 norm over the grid, dimensionless)
+        of thk, arrhenius and slidingco since the last solve; infinite
+        before any."""
+        if self.solved_inputs is None:
+            return math.inf
+        now = (args[0], args[2], args[3])
+        return max(float(tf.norm(b - a) / tf.maximum(tf.norm(a), 1e-30))
+                   for a, b in zip(self.solved_inputs, now, strict=True))
 
     def sia(self, args: tuple, state) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Shallow-ice velocities: the stack (U, V) (2, Nz, ny, nx) and ubar,
@@ -248,10 +255,10 @@ class IceFlow:
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
         start), the solver's window, the diagnostic history, the emulator,
-        and with ``emulator.solve_every`` the time of the next solve and the
-        correction."""
+        and with ``emulator.solve_change`` the inputs of the last solve and
+        the correction."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
-                "convergence": self.convergence, "next_solve": self.next_solve,
+                "convergence": self.convergence, "solved_inputs": self.solved_inputs,
                 "correction": self.correction,
                 "emulator": None if self.emulator is None else self.emulator.state_dict()}
 
@@ -268,8 +275,9 @@ class IceFlow:
         self.window.load_state_dict(saved["window"])
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
-        # absent from checkpoints written before emulator.solve_every existed
-        self.next_solve = float(saved.get("next_solve", math.nan))
+        # absent from checkpoints written before emulator.solve_change existed: the
+        # next step solves
+        self.solved_inputs = saved.get("solved_inputs")
         self.correction = tf.convert_to_tensor(saved.get("correction", tf.zeros_like(X)),
                                                tf.float32)
         if self.emulator is not None:
