@@ -125,11 +125,11 @@ class EmulatorParams:
     retrain_freq: int = 10  # retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
-    # > 0: the initial step, and every step where thk, arrhenius or slidingco has changed
-    # by more than this fraction (relative L2 norm over the grid) since the last solve, take
-    # their velocity from a solve (solver.*, to solve_gtol) warm-started from the field
-    # below; every other step the network's field plus what it missed at the last solve
-    # (no retraining on the energy). 0: off
+    # > 0: the initial step, and every step where thk, arrhenius or
+    # slidingco has changed by more than this fraction (relative L2 norm over the grid)
+    # since the last solve, take their velocity from a solve (solver.*, to solve_gtol)
+    # warm-started from the field below; every other step the network's field plus what
+    # it missed at the last solve (no retraining on the energy). 0: off
     solve_change: float = 0.0
     solve_gtol: float = 0.03  # scaled residual of those solves (see solver.gtol)
     lr: float = 5e-4  # Adam learning rate of the training
@@ -152,6 +152,12 @@ class Params:
 
     def __post_init__(self) -> None:
         check_params(self)
+
+
+def corrected_by_solves(p: Params) -> bool:
+    """Whether solves correct the emulator (``emulator.solve_change`` > 0,
+    method ``emulated``) instead of its retraining on the energy."""
+    return p.emulator.solve_change > 0
 
 
 def check_params(p: Params) -> None:

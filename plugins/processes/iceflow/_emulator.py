@@ -22,7 +22,7 @@ import tensorflow as tf
 from igm_core.compile_cache import cpuinfo
 from igm_core.errors import ConfigError, DataError
 from igm_plugins._window import IceWindow, crop, uncrop
-from igm_plugins.processes.iceflow import KEY
+from igm_plugins.processes.iceflow import KEY, corrected_by_solves
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_objective
 
@@ -310,7 +310,7 @@ class Emulator:
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
-        elif (not initial and e.solve_change == 0 and e.retrain_freq > 0
+        elif (not initial and not corrected_by_solves(self.p) and e.retrain_freq > 0
               and it % e.retrain_freq == 0 and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from igm_core.errors import ConfigError, PluginRuntimeError
 from igm_plugins._window import IceWindow, crop, uncrop
-from igm_plugins.processes.iceflow import KEY, Params
+from igm_plugins.processes.iceflow import KEY, Params, corrected_by_solves
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     derived_fields,
@@ -60,7 +60,7 @@ class IceFlow:
         self.X = tf.zeros((2, nz, *shape), tf.float32)
         self.objective = None
         self.emulator = None
-        if params.method in ("solved", "diagnostic") or params.emulator.solve_change > 0:
+        if params.method in ("solved", "diagnostic") or corrected_by_solves(params):
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
@@ -200,7 +200,7 @@ class IceFlow:
         correction (that solve minus the network's field on its inputs)."""
         e = self.p.emulator
         net = self.emulator.step(args, it, initial)
-        if e.solve_change <= 0:
+        if not corrected_by_solves(self.p):
             return net
         X = net + self.correction
         if not initial and self.change(args) <= e.solve_change:
