@@ -5,6 +5,8 @@ saving and errors."""
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -348,6 +350,25 @@ def test_pretraining_script_fits_saved_records(tmp_path) -> None:
     run_process(iceflow, again, params=p, steps=0, output_dir=tmp_path)
     assert np.all(np.isfinite(np.asarray(again.U)))
     assert float(np.max(np.asarray(again.velsurf_mag))) > 1.0
+
+
+def test_converged_solutions_of_the_pretraining_need_no_test_tools() -> None:
+    """train_emulator's converged solves (its ``--fit`` and
+    bench/speed_error_by_record.py) run on an install without the test
+    extra: here pytest cannot be imported."""
+    code = ("import sys; sys.modules['pytest'] = None\n"
+            "import numpy as np\n"
+            "from igm_plugins.processes.iceflow.train_emulator import Solutions\n"
+            "y, x = np.mgrid[0:24, 0:32] * 100.0\n"
+            "topg = (3000.0 - 0.1 * x).astype('float32')\n"
+            "r2 = (x - 1600.0) ** 2 + (y - 1200.0) ** 2\n"
+            "thk = np.clip(150.0 - r2 / 8000.0, 0.0, None).astype('float32')\n"
+            "U, V = Solutions(gtol=0.03).get(0, topg, thk, 100.0)\n"
+            "print(float(np.hypot(U[-1], V[-1]).max()))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.split()[-1]) > 1.0
 
 
 def iceflow_weights():

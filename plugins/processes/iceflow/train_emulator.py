@@ -147,12 +147,15 @@ class Solutions:
         if key not in self.found:
             import tensorflow as tf
 
-            from igm_core.testing import make_state
+            from igm_core.state import State
             from igm_plugins.processes.iceflow._flow import IceFlow
 
             grid = (*thk.shape, dx)
             if grid not in self.solvers:
-                state = make_state(nx=thk.shape[1], ny=thk.shape[0], dx=dx, thk=thk, topg=topg)
+                state = State()
+                state.set_grid(dx * np.arange(thk.shape[1]), dx * np.arange(thk.shape[0]))
+                state.topg, state.thk, state.usurf = (
+                    tf.constant(a, tf.float32) for a in (topg, thk, topg + thk))
                 flow = IceFlow(self.p, state, None)
                 flow.update(state, initial=True)
                 self.solvers[grid] = (state, flow)
