@@ -304,9 +304,11 @@ class Emulator:
         predict: both on the window around the ice (the whole grid on a
         periodic one), zero elsewhere."""
         e = self.p.emulator
-        window = self._window(args[0])
-        if window == ():
-            return tf.zeros((2, self.net.nz, *args[0].shape), tf.float32)
+        window = None  # a periodic grid: the whole of it
+        if not self.periodic:
+            window = self.window.follow(args[0])
+            if window is None:  # no ice
+                return tf.zeros((2, self.net.nz, *args[0].shape), tf.float32)
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
@@ -314,14 +316,6 @@ class Emulator:
               and it % e.retrain_freq == 0 and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)
-
-    def _window(self, thk: tf.Tensor) -> tuple[slice, slice] | tuple[()] | None:
-        """The window around the ice of ``thk``: () without ice, None on a
-        periodic grid (the whole of it)."""
-        if self.periodic:
-            return None
-        window = self.window.follow(thk)
-        return () if window is None else window
 
     @staticmethod
     def _crop(args: tuple, window: tuple[slice, slice] | None) -> tuple:
