@@ -60,9 +60,9 @@ def _ours() -> Callable[[], Any]:
         return run(*args, observers=(*observers, LoopStamps()), **kwargs)
 
     engine.run = run_with_stamps
-    from igm_core.app import main
+    from igm_core.app import console
 
-    return main
+    return console
 
 
 def _igm() -> Callable[[], Any]:

@@ -1,6 +1,6 @@
 """``python -m igm_core ARGS`` is ``igm_run ARGS``."""
 
-from igm_core.app import main
+from igm_core.app import console
 
 if __name__ == "__main__":
-    main()
+    console()
