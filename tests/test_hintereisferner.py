@@ -87,7 +87,6 @@ def test_the_full_century(tmp_path):
     assert 0.2 * volumes[0] < volumes[-1] < volumes[0]
 
 
-
 def test_emulator_corrected_by_solves_stays_close_to_a_converged_solve(tmp_path):
     """The documented accurate mode (``emulator.solve_change=0.05``) through
     ``igm_run``: Hintereisferner 1900-1920 at 100 m. The summary counts its

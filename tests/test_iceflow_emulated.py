@@ -5,6 +5,7 @@ saving and errors."""
 from __future__ import annotations
 
 import logging
+import re
 import subprocess
 import sys
 
@@ -298,6 +299,23 @@ def test_corrected_emulator_solves_when_its_inputs_change(tmp_path) -> None:
     assert flow.summary()["solves"] == 3
     for name, w in flow.emulator.net.arrays().items():  # never retrained
         np.testing.assert_array_equal(w, weights[name])
+
+
+def test_an_unconverged_correcting_solve_names_its_own_tolerance(tmp_path) -> None:
+    """The solves of ``emulator.solve_change`` run to ``emulator.solve_gtol``:
+    one that stops short of it says so, naming that setting, and with
+    ``solver.require_convergence`` stops the run."""
+    from igm_core.errors import PluginRuntimeError
+
+    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05},
+                                 "solver": {"nbitmax": 2, "require_convergence": True}})
+    with pytest.raises(PluginRuntimeError) as err:
+        run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
+    assert re.fullmatch(r"processes\.iceflow: the solve at t=0 yr did not converge: "
+                        r"scaled residual [0-9.e+]+ \(gradient norm over the driving stress's\) "
+                        r"above emulator\.solve_gtol=0\.03 after 2 iterations "
+                        r"\(solver\.nbitmax=2\); solver\.require_convergence is true",
+                        str(err.value)), str(err.value)
 
 
 def test_checkpoint_from_before_the_corrected_emulator_loads(tmp_path) -> None:

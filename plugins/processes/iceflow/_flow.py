@@ -203,22 +203,22 @@ class IceFlow:
         if not corrected_by_solves(self.p):
             return net
         X = net + self.correction
-        if not initial and self.change(args) <= e.solve_change:
+        inputs = (args[0], args[2], args[3])  # thk, arrhenius, slidingco
+        if not initial and self.change(inputs) <= e.solve_change:
             return X
         X = self.solve(args, X)
         self.correction = X - net
-        self.solved_inputs = (args[0], args[2], args[3])
+        self.solved_inputs = inputs
         return X
 
-    def change(self, args: tuple) -> float:
+    def change(self, inputs: tuple[tf.Tensor, ...]) -> float:
         """The largest relative change (L2 norm over the grid, dimensionless)
-        of thk, arrhenius and slidingco since the last solve; infinite
-        before any."""
+        of ``inputs`` (thk, arrhenius, slidingco) since the last solve;
+        infinite before any."""
         if self.solved_inputs is None:
             return math.inf
-        now = (args[0], args[2], args[3])
-        return max(float(tf.norm(b - a) / tf.maximum(tf.norm(a), 1e-30))
-                   for a, b in zip(self.solved_inputs, now, strict=True))
+        return float(tf.reduce_max([tf.norm(b - a) / tf.maximum(tf.norm(a), 1e-30)
+                                    for a, b in zip(self.solved_inputs, inputs, strict=True)]))
 
     def sia(self, args: tuple, state) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         """Shallow-ice velocities: the stack (U, V) (2, Nz, ny, nx) and ubar,
