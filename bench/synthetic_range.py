@@ -4,14 +4,19 @@ Usage: ``python bench/synthetic_range.py N OUT.nc [--dx 100] [--seed 0]``
 
 The bed is a ridge-and-valley landscape: a fractal (Brownian, power
 spectrum k^-4 of the elevation, so slopes have no preferred scale)
-surface of wavelengths from 1.5 km to 12 km (the valley spacing), plus a crest line along the
-middle of the domain. It is scaled so that the mean bed slope is 0.30,
-a typical Alpine value, whatever the grid size, with a relief of about
-2 km. The initial ice (``thk``) lies where the bed is above the
-equilibrium line, 0.35 m of ice per m above it, at most 250 m, then
-smoothed over 500 m. The equilibrium line :func:`ela` is the bed's 70th
-percentile, so about a third of the land starts above it at every size:
-the cost per cell is comparable from 100 x 100 to 2000 x 2000 cells.
+surface of wavelengths from 1.5 km to 12 km (the valley spacing), plus a
+crest line along the middle of the domain. It is scaled so that the mean
+bed slope is 0.30, a typical Alpine value, whatever the grid size, with a
+relief of about 2 km. The initial ice (``thk``) lies where the bed is
+above the equilibrium line, 0.35 m of ice per m above it, at most 250 m,
+smoothed over 500 m, then thinned wherever its driving stress
+rho g H |grad s| would exceed a yield stress of 100 kPa (the perfectly
+plastic bound, Nye 1952; Cuffey and Paterson 2010, section 8.2, give
+50-150 kPa for valley glaciers): steep slopes carry thin ice, valleys
+thick ice, and the first velocities are those of real mountain glaciers.
+The equilibrium line :func:`ela` is the bed's 70th percentile, so about a
+third of the land starts above it at every size: the cost per cell is
+comparable from 100 x 100 to 2000 x 2000 cells.
 
 Fields (float32, m): ``topg``, ``thk``, ``usurf``, on coordinates ``x``,
 ``y`` (m, cell centres, UTM-like offsets); global attribute ``ela_m``.
@@ -28,6 +33,9 @@ MEAN_SLOPE = 0.30  # mean |grad b| of the bed
 ELA_PERCENTILE = 70.0  # the equilibrium line: this percentile of the bed
 MIN_WAVELENGTH_M = 1500.0
 MAX_WAVELENGTH_M = 12000.0
+YIELD_STRESS_PA = 1.0e5  # the plastic bound on the driving stress
+ICE_DENSITY = 910.0  # kg m-3, as iceflow's
+GRAVITY = 9.81  # m s-2
 
 
 def bed(n: int, dx: float, seed: int = 0) -> np.ndarray:
@@ -54,16 +62,29 @@ def ela(topg: np.ndarray) -> float:
     return float(np.percentile(topg, ELA_PERCENTILE))
 
 
+def driving_stress(topg: np.ndarray, thk: np.ndarray, dx: float) -> np.ndarray:
+    """rho g H |grad s| (Pa), the surface slope by centred differences."""
+    gy, gx = np.gradient(topg.astype("float64") + thk, dx)
+    return ICE_DENSITY * GRAVITY * thk * np.hypot(gx, gy)
+
+
 def initial_ice(topg: np.ndarray, dx: float) -> np.ndarray:
     """Initial thickness (m): 0.35 m per m of bed above :func:`ela`, at most
-    250 m, smoothed by a 500 m box filter (edges mirrored)."""
+    250 m, smoothed by a 500 m box filter (edges mirrored), then thinned
+    until its :func:`driving_stress` is nowhere above
+    :data:`YIELD_STRESS_PA` (each pass thins the cells above it to 99 % of
+    tau_y / (rho g |grad s|); thinning one cell steepens its neighbours'
+    surface, so it repeats)."""
     thk = np.clip(0.35 * (topg - ela(topg)), 0.0, 250.0)
     r = max(round(500.0 / dx / 2.0), 1)
     padded = np.pad(thk, r, mode="reflect")
     kernel = np.ones(2 * r + 1) / (2 * r + 1)
     for axis in (0, 1):
         padded = np.apply_along_axis(np.convolve, axis, padded, kernel, mode="same")
-    return np.where(topg > ela(topg) - 100.0, padded[r:-r, r:-r], 0.0).astype("float32")
+    thk = np.where(topg > ela(topg) - 100.0, padded[r:-r, r:-r], 0.0)
+    while (stress := driving_stress(topg, thk, dx)).max() > YIELD_STRESS_PA:
+        thk = thk * np.minimum(1.0, 0.99 * YIELD_STRESS_PA / np.maximum(stress, 1.0))
+    return thk.astype("float32")
 
 
 def write_range(path: Path, n: int, dx: float = 100.0, seed: int = 0) -> float:

@@ -98,7 +98,7 @@ def test_igm321_translation_refuses_sia():
 def test_synthetic_range_is_a_glaciated_range_at_every_size(tmp_path):
     import netCDF4
     import numpy as np
-    from synthetic_range import MEAN_SLOPE, write_range
+    from synthetic_range import MEAN_SLOPE, YIELD_STRESS_PA, driving_stress, write_range
 
     for n in (80, 240):
         path = tmp_path / f"range_{n}.nc"
@@ -113,6 +113,9 @@ def test_synthetic_range_is_a_glaciated_range_at_every_size(tmp_path):
         assert 0.0 <= thk.min() and thk.max() <= 250.0
         np.testing.assert_allclose(usurf, topg + thk)
         assert np.all(thk[topg < ela - 100.0] == 0.0)
+        # ice that suits its slopes: thin on steep ones, nowhere above the plastic bound
+        stress = driving_stress(topg, thk.astype("float64"), 100.0)
+        assert 0.9 * YIELD_STRESS_PA < stress.max() <= YIELD_STRESS_PA
 
 
 def test_scaling_bench_runs_our_model_on_two_tiny_ranges(tmp_path):
