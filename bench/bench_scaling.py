@@ -27,6 +27,7 @@ larger grid is started once S seconds have passed (bench/gpu_check.sh).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
 import sys
@@ -41,7 +42,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 import compare_igm as ci  # noqa: E402
-from synthetic_range import write_range  # noqa: E402
+import synthetic_range  # noqa: E402
 
 DX_M = 100.0
 START = 2000.0
@@ -65,13 +66,15 @@ def empty_experiment(base: dict[str, Any]) -> dict[str, Any]:
 
 
 def range_input(n: int, work: Path) -> tuple[Path, float]:
-    """The n x n range's input file in ``work`` (written on first use) and
-    its equilibrium-line altitude (m)."""
-    path = work / "inputs" / f"range_{n}.nc"
+    """The n x n range's input file in ``work`` (written on first use, named
+    after the generator's source so that a changed generator writes a new
+    one) and its equilibrium-line altitude (m)."""
+    source = Path(synthetic_range.__file__).read_bytes()
+    path = work / "inputs" / f"range_{n}_{hashlib.sha256(source).hexdigest()[:12]}.nc"
     ela_file = path.with_suffix(".ela")
     if not (path.exists() and ela_file.exists()):
         ela_file.parent.mkdir(parents=True, exist_ok=True)
-        ela_file.write_text(str(write_range(path, n, DX_M)))
+        ela_file.write_text(str(synthetic_range.write_range(path, n, DX_M)))
     return path, float(ela_file.read_text())
 
 
