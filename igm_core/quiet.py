@@ -7,6 +7,13 @@ written straight to file descriptor 2; :func:`start_tensorflow` sends that
 descriptor to /dev/null while TensorFlow loads and initialises its devices,
 then restores it. Later messages go through TensorFlow's Python logger,
 set to errors only.
+
+TensorFlow's ``__init__`` also imports Keras eagerly (``keras.src.optimizers``,
+so that Keras optimizers are registered before a SavedModel is loaded):
+about 0.6 s and a thousand modules, matplotlib among them, on every start.
+igm-core uses no Keras, so :func:`start_tensorflow` refuses that one import
+while TensorFlow loads (TensorFlow skips it on ImportError); ``tf.keras``
+and ``import keras`` still load Keras, in full, on first use.
 """
 
 from __future__ import annotations
@@ -34,6 +41,26 @@ def muted_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
+KERAS_PRELOAD = "keras.src.optimizers"  # what TensorFlow's __init__ imports eagerly
+
+
+@contextmanager
+def keras_not_preloaded() -> Iterator[None]:
+    """While TensorFlow is first imported, make its eager import of
+    :data:`KERAS_PRELOAD` fail (a None entry in ``sys.modules``); the entry
+    is removed afterwards, so Keras imports normally later. Does nothing
+    when TensorFlow or Keras is already imported."""
+    if "tensorflow" in sys.modules or KERAS_PRELOAD in sys.modules:
+        yield
+        return
+    sys.modules[KERAS_PRELOAD] = None
+    try:
+        yield
+    finally:
+        if KERAS_PRELOAD in sys.modules and sys.modules[KERAS_PRELOAD] is None:
+            del sys.modules[KERAS_PRELOAD]
+
+
 def quiet_tensorflow(debug: bool) -> None:
     """Set TensorFlow's C++ log level for this process (and its children,
     e.g. a job's fresh process): errors only, or everything when ``debug``."""
@@ -45,9 +72,10 @@ def start_tensorflow(quiet: bool = True) -> None:
     ``quiet`` is false (debug logging)."""
     quiet_tensorflow(debug=not quiet)
     if not quiet:
-        import tensorflow  # noqa: F401
+        with keras_not_preloaded():
+            import tensorflow  # noqa: F401
         return
-    with muted_stderr():
+    with muted_stderr(), keras_not_preloaded():
         import tensorflow as tf
 
         tf.config.list_logical_devices()
