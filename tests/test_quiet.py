@@ -1,5 +1,6 @@
-"""TensorFlow's start: silent, and without Keras, which TensorFlow imports
-eagerly and igm-core does not use; Keras still loads when a plugin asks."""
+"""TensorFlow's start: silent, without Keras (which TensorFlow imports
+eagerly and igm-core does not use; Keras still loads when a plugin asks),
+and no function traced over and over."""
 
 from __future__ import annotations
 
@@ -63,3 +64,17 @@ def test_a_run_with_every_builtin_process_never_imports_keras(experiment_dir):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.splitlines()[-1] == "keras imported: False"
     assert list(cwd.glob("outputs/*/*/output.nc"))
+
+
+def test_a_run_traces_each_function_once(experiment_dir):
+    """TensorFlow warns when a function is retraced again and again (each
+    trace costs 10-20 ms or more); a run at DEBUG level, which shows
+    TensorFlow's warnings, must not log one."""
+    cwd = experiment_dir("hef", HEF)
+    proc = subprocess.run([sys.executable, "-m", "igm_core", "+experiment=hef",
+                           "core.logging_level=DEBUG"], cwd=cwd,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (log,) = cwd.glob("outputs/*/*/igm.log")
+    text = log.read_text()
+    assert "first step" in text and "retracing" not in text + proc.stderr
