@@ -144,7 +144,8 @@ processes:
 """
 
 
-def test_the_range_flows_like_mountain_glaciers_under_the_corrected_flow(experiment_dir):
+def test_the_range_flows_like_mountain_glaciers_under_the_corrected_flow(tmp_path,
+                                                                         experiment_dir):
     """The scaling range's ice suits its slopes: under the emulator
     corrected by converged solves (the higher-order answer), the 60 x 60
     range flows at about 10 m/yr at most (the range before, with ice far
@@ -153,10 +154,9 @@ def test_the_range_flows_like_mountain_glaciers_under_the_corrected_flow(experim
     import numpy as np
     from synthetic_range import write_range
 
-    cwd = experiment_dir("range", "")
-    path = cwd / "range.nc"
+    path = tmp_path / "range.nc"
     ela = write_range(path, 60, 100.0)
-    (cwd / "experiment" / "range.yaml").write_text(RANGE_RUN.format(path=path, ela=ela))
+    cwd = experiment_dir("range", RANGE_RUN.format(path=path, ela=ela))
     proc = run_igm(["+experiment=range"], cwd)
     assert proc.returncode == 0, proc.stderr[-3000:]
     (out,) = cwd.glob("outputs/*/*/output.nc")
