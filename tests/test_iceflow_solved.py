@@ -441,3 +441,32 @@ def test_a_batch_energy_is_the_mean_of_its_members() -> None:
                for i in range(2)]
     assert members[0] != pytest.approx(members[1], rel=0.05)
     assert batch == pytest.approx(np.mean(members), rel=1e-6)
+
+
+def test_a_compiled_solve_traces_the_energy_once(monkeypatch) -> None:
+    """The compiled L-BFGS call evaluates the energy and its gradient at
+    its start and in its loop: both call one traced function, so tracing
+    the call (part of a run's first step) builds the energy's graph once,
+    not once per call site."""
+    import tensorflow as tf
+
+    from igm_plugins.processes.iceflow import _solver
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    traced = []
+
+    def counted(*args, **kwargs):
+        traced.append(1)
+        return energy(*args, **kwargs)
+
+    energy = _solver.energy
+    monkeypatch.setattr(_solver, "energy", counted)
+    state = hef_state(4)
+    flow = IceFlow(iceflow.Params(method="solved"), state, None)
+    args = flow.inputs(state)
+    X = flow.X
+    f32 = tf.float32
+    flow.objective.lbfgs_scaled.get_concrete_function(
+        X, X, tf.constant(math.nan), X, X, tf.constant(5), tf.constant(1.0, f32),
+        tf.zeros(11), tf.constant(1e-6), tf.constant(0.01), *args)
+    assert len(traced) == 1

@@ -61,6 +61,8 @@ def make_lbfgs_cycle(fg: Callable, memory: int = MEMORY) -> Callable:
             d = tf.where(descends, -q, -g * steepest(g, gamma))
             return d, _dot(g, d), tf.where(descends, rho, tf.zeros_like(rho))
 
+        direction = tf.function(direction, autograph=False)  # one trace for both callers
+
         def step(it, k, Y, f, g, aux, d, slope, t, S, D, rho, ratio, gamma, tail, stop):
             f_new, g_new, aux_new = fg(Y + t * d, *args)
 

@@ -174,6 +174,25 @@ class ColumnStrain(NamedTuple):
     dsdy: tf.Tensor
 
 
+def _cell_columns(thk: tf.Tensor, usurf: tf.Tensor, dx: tf.Tensor, zeta: tf.Tensor,
+                  slope: tf.Tensor, c: FlowConstants,
+                  periodic: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """The cells' ice thickness Hc (..., 1, ny-1, nx-1, m; 0 off the
+    ice), relative layer thickness dzc (Nz-1, 1, 1) and surface slopes
+    dsdx, dsdy (..., 1, ny-1, nx-1; ny, nx on a periodic grid)."""
+    ice = tf.cast(thk > c.thr_ice_thk, thk.dtype)
+    Hc = _avg4(_wrap(thk * ice, periodic))[..., None, :, :]
+    dsdx = _ddx(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[0]
+    dsdy = _ddy(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[1]
+    return Hc, (zeta[1:] - zeta[:-1])[:, None, None], dsdx, dsdy
+
+
+def _layer_mean(F: tf.Tensor, periodic: bool) -> tf.Tensor:
+    """Mean of the two levels around each layer of F (..., Nz, ny, nx): (..., Nz-1, ny, nx)."""
+    Fw = _wrap(F, periodic)
+    return 0.5 * (Fw[..., 1:, :, :] + Fw[..., :-1, :, :])
+
+
 def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
                   arrhenius: tf.Tensor, dx: tf.Tensor, zeta: tf.Tensor, slope: tf.Tensor,
                   c: FlowConstants, periodic: bool) -> ColumnStrain:
@@ -181,20 +200,13 @@ def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     the terrain-following layers, see :class:`ColumnStrain`; shared by the
     energy and the solver's preconditioner."""
     n = c.n
-    ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
-    Hn = thk * ice
+    Hc, dzc, dsdx, dsdy = _cell_columns(thk, usurf, dx, zeta, slope, c, periodic)
     bed = usurf - thk
-    Hc = _avg4(_wrap(Hn, periodic))[..., None, :, :]
-    dsdx = _ddx(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[0]
-    dsdy = _ddy(_wrap(usurf, periodic), dx)[..., None, :, :] + slope[1]
     dbdx = _ddx(_wrap(bed, periodic), dx)[..., None, :, :] + slope[0]
     dbdy = _ddy(_wrap(bed, periodic), dx)[..., None, :, :] + slope[1]
-    dz = zeta[1:] - zeta[:-1]
-    dzc = dz[:, None, None]
     zmid = (0.5 * (zeta[1:] + zeta[:-1]))[:, None, None]
+    Um, Vm = _layer_mean(U, periodic), _layer_mean(V, periodic)
     Uw, Vw = _wrap(U, periodic), _wrap(V, periodic)
-    Um = 0.5 * (Uw[..., 1:, :, :] + Uw[..., :-1, :, :])
-    Vm = 0.5 * (Vw[..., 1:, :, :] + Vw[..., :-1, :, :])
     Uz = Uw[..., 1:, :, :] - Uw[..., :-1, :, :]
     Vz = Vw[..., 1:, :, :] - Vw[..., :-1, :, :]
     Hsafe = tf.maximum(Hc, c.thr_ice_thk)
@@ -223,23 +235,14 @@ def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
 
 # -- the energy ----------------------------------------------------------------
 
-class _Masked(NamedTuple):
-    """The velocities held at zero off the ice and on frozen beds, with the
-    ice indicator, the sliding nodes and the column strain of the energy."""
-
-    U: tf.Tensor
-    V: tf.Tensor
-    ice: tf.Tensor
-    slides: tf.Tensor
-    col: ColumnStrain
-
-
-def _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope, c, periodic) -> _Masked:
+def _held(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor,
+          dx: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
+          periodic: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """U, V held at zero off the ice and on frozen beds (see
+    :func:`hold_velocities`), the ice indicator and the sliding nodes."""
     ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
     slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    U, V = hold_velocities(U, thk, slides, c), hold_velocities(V, thk, slides, c)
-    col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
-    return _Masked(U, V, ice, slides, col)
+    return hold_velocities(U, thk, slides, c), hold_velocities(V, thk, slides, c), ice, slides
 
 
 def _per_ice_node(total: tf.Tensor, ice: tf.Tensor) -> tf.Tensor:
@@ -247,9 +250,11 @@ def _per_ice_node(total: tf.Tensor, ice: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(total / tf.maximum(tf.reduce_sum(ice, axis=[-2, -1]), 1.0))
 
 
-def _gravity_columns(col: ColumnStrain, c: FlowConstants) -> tf.Tensor:
-    """The work of gravity in each layer of each cell (MPa m/yr per m)."""
-    return c.rho_g * (_avg4(col.Um) * col.dsdx + _avg4(col.Vm) * col.dsdy)
+def _gravity_columns(Um: tf.Tensor, Vm: tf.Tensor, dsdx: tf.Tensor, dsdy: tf.Tensor,
+                     c: FlowConstants) -> tf.Tensor:
+    """The work of gravity in each layer of each cell (MPa m/yr per m), of
+    the layer-mean velocities (on the nodes) and the cells' surface slopes."""
+    return c.rho_g * (_avg4(Um) * dsdx + _avg4(Vm) * dsdy)
 
 
 def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
@@ -267,12 +272,12 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     works with a leading batch axis on every field (B, ...).
     """
     n, m = c.n, c.m
-    U, V, ice, slides, col = _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope,
-                                     c, periodic)
+    U, V, ice, slides = _held(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
+    col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     visc = tf.reduce_sum(0.25 * (2.0 * n / (n + 1.0)) * col.B
                          * col.eff2 ** ((n + 1.0) / (2.0 * n)), axis=0)
-    column = tf.reduce_sum(col.Hc * col.dzc * (visc + _gravity_columns(col, c)),
-                           axis=[-3, -2, -1])
+    gravity = _gravity_columns(col.Um, col.Vm, col.dsdx, col.dsdy, c)
+    column = tf.reduce_sum(col.Hc * col.dzc * (visc + gravity), axis=[-3, -2, -1])
     base = 0.0
     if c.sliding:
         ub2 = U[..., 0, :, :] ** 2 + V[..., 0, :, :] ** 2 + c.regu_weertman**2
@@ -290,10 +295,10 @@ def work_of_gravity(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor
     velocity, where the viscous and friction terms have zero gradient (the
     driving stress, the yardstick of the solver's residual), at a fraction
     of the cost of the whole energy's."""
-    _, _, ice, _, col = _masked(U, V, thk, usurf, arrhenius, slidingco, dx, zeta, slope, c,
-                                periodic)
-    column = tf.reduce_sum(col.Hc * col.dzc * _gravity_columns(col, c), axis=[-3, -2, -1])
-    return _per_ice_node(column, ice)
+    U, V, ice, _ = _held(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
+    Hc, dzc, dsdx, dsdy = _cell_columns(thk, usurf, dx, zeta, slope, c, periodic)
+    gravity = _gravity_columns(_layer_mean(U, periodic), _layer_mean(V, periodic), dsdx, dsdy, c)
+    return _per_ice_node(tf.reduce_sum(Hc * dzc * gravity, axis=[-3, -2, -1]), ice)
 
 
 # -- shallow ice ---------------------------------------------------------------

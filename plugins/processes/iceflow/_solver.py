@@ -74,11 +74,14 @@ def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, per
                    jit: bool) -> Objective:
     """The :class:`Objective` of the Blatter-Pattyn energy (XLA with ``jit``)."""
 
-    def value_and_grad(X, thk, usurf, A, C, dx):
+    def energy_and_gradient(X, thk, usurf, A, C, dx):
         with tf.GradientTape() as tape:
             tape.watch(X)
             J = energy(X[0], X[1], thk, usurf, A, C, dx, zeta, slope, consts, periodic)
         return J, tape.gradient(J, X)
+
+    # traced once, however many times a compiled call below calls it
+    value_and_grad = tf.function(energy_and_gradient, reduce_retracing=True, autograph=False)
 
     def driving_stress(thk, usurf, A, C, dx):
         X = tf.zeros(tf.concat([[2, tf.shape(zeta)[0]], tf.shape(thk)], 0), thk.dtype)
