@@ -126,13 +126,15 @@ def write_fake_dist(site: Path, dist: str, version: str, entry_points: dict[str,
     return site
 
 
-# The default Hintereisferner experiment (every plugin, the emulator retrained
-# at every step) on a 200 m grid, 1900-1930, saves every 2 years, one
-# TensorFlow thread, checkpoints every 5 years kept: for runs stopped and
-# continued, compared with the run in one piece
+# The default Hintereisferner experiment (every plugin, the network alone
+# retrained at every step instead of corrected by solves) on a 200 m grid,
+# 1900-1930, saves every 2 years, one TensorFlow thread, checkpoints every 5
+# years kept: for runs stopped and continued, compared with the run in one
+# piece
 HEF = ["+experiment=hintereisferner", "inputs.local.coarsening.ratio=4",
        "processes.time.end=1930", "processes.time.save=2",
-       "processes.iceflow.emulator.retrain_freq=1", "processes.particles.frequency_seeding=5",
+       "processes.iceflow.emulator.solve_change=0", "processes.iceflow.emulator.retrain_freq=1",
+       "processes.particles.frequency_seeding=5",
        "core.progress=off", "core.print_params=false", "core.print_comp=false",
        "core.hardware.threads=1", "core.checkpoint.every_years=5", "core.checkpoint.keep=10"]
 

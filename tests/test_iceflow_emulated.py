@@ -29,14 +29,19 @@ def rel_l2_over_ice(a: np.ndarray, b: np.ndarray, thk: np.ndarray) -> float:
     return float(np.linalg.norm((a - b)[ice]) / np.linalg.norm(b[ice]))
 
 
+def network_alone(**emulator) -> iceflow.Params:
+    """The emulated method without its correcting solves (``solve_change``
+    0): the network alone, with these ``emulator`` settings."""
+    return compose(iceflow.Params, {"emulator": {"solve_change": 0.0, **emulator}})
+
+
 def test_shipped_weights_give_finite_velocities_of_the_right_magnitude(tmp_path) -> None:
     """The pretrained network, without any retraining, on Hintereisferner at
     100 m: finite, zero off the ice, and of the magnitude of the converged
     `solved` field (max 81 m/yr, median over ice 16 m/yr with the default A
     and C): max within [20, 200] m/yr, median within a factor 2."""
     state = hef_state(2)
-    p = iceflow.Params()  # emulated, pretrained
-    p.emulator.retrain_freq = 0
+    p = network_alone(retrain_freq=0)
     run_process(iceflow, state, params=p, steps=1, output_dir=tmp_path)
     emu = surface_speed(state)
     ice = np.asarray(state.thk) > 0.1
@@ -67,8 +72,7 @@ def test_shipped_network_is_close_to_a_converged_solve(tmp_path, k, factor, boun
     run_process(iceflow, solved, params=iceflow.Params(method="solved"), steps=0,
                 output_dir=tmp_path)
     state = glacier()
-    p = iceflow.Params()  # emulated, pretrained
-    p.emulator.retrain_freq = 0
+    p = network_alone(retrain_freq=0)
     run_process(iceflow, state, params=p, steps=0, output_dir=tmp_path)
     thk = np.asarray(state.thk)
     assert rel_l2_over_ice(surface_speed(state), surface_speed(solved), thk) < bound
@@ -207,17 +211,12 @@ def test_ice_window_is_kept_while_the_ice_retreats_and_grows_when_it_advances() 
 
 def test_save_model_round_trip(tmp_path) -> None:
     state = hef_state(4)
-    p = iceflow.Params()
-    p.emulator.retrain_freq = 1
-    p.emulator.nbit = 3
-    p.emulator.save_model = True
+    p = network_alone(retrain_freq=1, nbit=3, save_model=True)
     run_process(iceflow, state, params=p, steps=2, output_dir=tmp_path)
     saved = tmp_path / "iceflow_emulator.npz"
     assert saved.is_file()
     again = hef_state(4)
-    q = iceflow.Params()
-    q.emulator.weights = str(saved)
-    q.emulator.retrain_freq = 0
+    q = network_alone(weights=str(saved), retrain_freq=0)
     run_process(iceflow, again, params=q, steps=0, output_dir=tmp_path)
     assert np.all(np.isfinite(np.asarray(again.U)))
 
@@ -274,7 +273,8 @@ def test_corrected_emulator_solves_when_its_inputs_change(tmp_path) -> None:
     reference = surface_speed(solved)
     state = hef_state(2)
     thk = np.asarray(state.thk)
-    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05, "retrain_freq": 1}})
+    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05, "solve_gtol": 0.03,
+                                              "retrain_freq": 1}})
     flow = IceFlow(p, state, run_context(tmp_path))
     args = flow.inputs(state)
     weights = flow.emulator.net.arrays()
@@ -307,7 +307,7 @@ def test_an_unconverged_correcting_solve_names_its_own_tolerance(tmp_path) -> No
     ``solver.require_convergence`` stops the run."""
     from igm_core.errors import PluginRuntimeError
 
-    p = compose(iceflow.Params, {"emulator": {"solve_change": 0.05},
+    p = compose(iceflow.Params, {"emulator": {"solve_gtol": 0.03},
                                  "solver": {"nbitmax": 2, "require_convergence": True}})
     with pytest.raises(PluginRuntimeError) as err:
         run_process(iceflow, hef_state(4), params=p, steps=0, output_dir=tmp_path)
@@ -316,6 +316,22 @@ def test_an_unconverged_correcting_solve_names_its_own_tolerance(tmp_path) -> No
                         r"above emulator\.solve_gtol=0\.03 after 2 iterations "
                         r"\(solver\.nbitmax=2\); solver\.require_convergence is true",
                         str(err.value)), str(err.value)
+
+
+def test_the_default_is_the_network_corrected_by_solves(tmp_path) -> None:
+    """``emulator.solve_change`` is on by default and applies to the
+    emulated method alone: the other methods ignore it (a shallow-ice run
+    with the default settings builds no solver)."""
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    assert iceflow.Params().emulator.solve_change > 0
+    assert iceflow.corrected_by_solves(iceflow.Params())
+    assert not iceflow.corrected_by_solves(network_alone())
+    for method in ("solved", "sia", "diagnostic"):
+        assert not iceflow.corrected_by_solves(compose(iceflow.Params, {"method": method}))
+    flow = IceFlow(compose(iceflow.Params, {"method": "sia"}), hef_state(4),
+                   run_context(tmp_path))
+    assert flow.objective is None and flow.emulator is None
 
 
 def test_checkpoint_from_before_the_corrected_emulator_loads(tmp_path) -> None:
@@ -361,9 +377,7 @@ def test_pretraining_script_fits_saved_records(tmp_path) -> None:
     train_emulator.main(["--minutes", "0.1", "--records", str(path), "--fit", "10",
                          "--real-fraction", "1", "--default-physics", "--renew", "2",
                          "--frame", "64", "--init", str(iceflow_weights()), "--out", str(out)])
-    p = iceflow.Params()
-    p.emulator.weights = str(out)
-    p.emulator.retrain_freq = 0
+    p = network_alone(weights=str(out), retrain_freq=0)
     again = hef_state(4)
     run_process(iceflow, again, params=p, steps=0, output_dir=tmp_path)
     assert np.all(np.isfinite(np.asarray(again.U)))

@@ -11,9 +11,10 @@ Methods (``method``):
   (viscous dissipation + basal friction + work of gravity), found with
   TensorFlow autodiff (Adam or L-BFGS), warm-started each step.
 - ``emulated`` (default): a convolutional network trained on the same
-  energy (physics-informed), shipped pretrained and retrained online every
-  ``emulator.retrain_freq`` steps; with ``emulator.solve_change``, corrected
-  instead by a solve of the run's glacier whenever it has changed that much.
+  energy (physics-informed), shipped pretrained, corrected by a solve of
+  the run's glacier at the start and whenever it has changed by
+  ``emulator.solve_change`` (default 5 %); with ``solve_change: 0``, the
+  network alone, retrained online every ``emulator.retrain_freq`` steps.
 - ``diagnostic``: emulator and solver side by side; logs their relative
   difference of surface speed and their energies.
 
@@ -122,16 +123,17 @@ class NetworkParams:
 class EmulatorParams:
     pretrained: bool = True  # start from the shipped (or `weights`) network
     weights: str = ""  # network file (.npz) to start from instead of the shipped one
-    retrain_freq: int = 10  # retrain every this many steps (0 = never)
+    retrain_freq: int = 10  # without solve_change: retrain every this many steps (0 = never)
     nbit: int = 5  # training iterations per retraining
     nbit_init: int = 0  # training iterations at initialisation
     # > 0: the initial step, and every step where thk, arrhenius or
     # slidingco has changed by more than this fraction (relative L2 norm over the grid)
     # since the last solve, take their velocity from a solve (solver.*, to solve_gtol)
     # warm-started from the field below; every other step the network's field plus what
-    # it missed at the last solve (no retraining on the energy). 0: off
-    solve_change: float = 0.0
-    solve_gtol: float = 0.03  # scaled residual of those solves (see solver.gtol)
+    # it missed at the last solve (no retraining on the energy). 0: the network alone,
+    # retrained every retrain_freq steps. Method emulated only (ignored by the others)
+    solve_change: float = 0.05
+    solve_gtol: float = 0.05  # scaled residual of those solves (see solver.gtol)
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
@@ -157,7 +159,7 @@ class Params:
 def corrected_by_solves(p: Params) -> bool:
     """Whether solves correct the emulator (``emulator.solve_change`` > 0,
     method ``emulated``) instead of its retraining on the energy."""
-    return p.emulator.solve_change > 0
+    return p.method == "emulated" and p.emulator.solve_change > 0
 
 
 def check_params(p: Params) -> None:
@@ -190,9 +192,6 @@ def check_params(p: Params) -> None:
     if p.numerics.staggered and p.method != "sia":
         raise ConfigError(f"{KEY}.numerics.staggered applies to method sia only, got method "
                           f"'{p.method}'")
-    if p.emulator.solve_change > 0 and p.method != "emulated":
-        raise ConfigError(f"{KEY}.emulator.solve_change applies to method emulated only, got "
-                          f"method '{p.method}'")
     if not p.emulator.pretrained and p.emulator.nbit_init <= 0 and p.method in (
             "emulated", "diagnostic"):
         raise ConfigError(f"{KEY}.emulator.pretrained is false: set emulator.nbit_init > 0 to "
