@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import hef_state, run_igm
+from conftest import compose, hef_state, run_igm
 
 import igm_plugins.processes.iceflow as iceflow
 from igm_core.errors import PluginRuntimeError
@@ -466,7 +466,24 @@ def test_a_compiled_solve_traces_the_energy_once(monkeypatch) -> None:
     args = flow.inputs(state)
     X = flow.X
     f32 = tf.float32
-    flow.objective.lbfgs_scaled.get_concrete_function(
+    objective = _solver.build_objective(flow.consts, flow.zeta, flow.slope, False, True)
+    objective.lbfgs_scaled.get_concrete_function(
         X, X, tf.constant(math.nan), X, X, tf.constant(5), tf.constant(1.0, f32),
         tf.zeros(11), tf.constant(1e-6), tf.constant(0.01), *args)
     assert len(traced) == 1
+
+
+def test_runs_of_one_process_share_the_compiled_solver() -> None:
+    """Two runs of the same ice-flow configuration in one process (the jobs
+    of a sweep worker) share the traced and compiled functions of the
+    solver, which the network's training uses too; another vertical grid
+    gets its own."""
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    first = IceFlow(iceflow.Params(method="solved"), hef_state(4), None)
+    second = IceFlow(iceflow.Params(), hef_state(4), None)
+    assert second.objective is first.objective
+    assert second.emulator._energy_and_grad is first.objective.fg
+    other = IceFlow(compose(iceflow.Params, {"method": "solved", "numerics": {"Nz": 6}}),
+                    hef_state(4), None)
+    assert other.objective is not first.objective

@@ -24,11 +24,13 @@ satisfies it takes no iteration.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+import numpy as np
 import tensorflow as tf
 
 from igm_plugins.processes.iceflow._lbfgs import make_lbfgs_cycle
@@ -72,7 +74,25 @@ class Objective(NamedTuple):
 
 def make_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, periodic: bool,
                    jit: bool) -> Objective:
-    """The :class:`Objective` of the Blatter-Pattyn energy (XLA with ``jit``)."""
+    """The :class:`Objective` of the Blatter-Pattyn energy (XLA with
+    ``jit``) for the levels ``zeta`` (Nz,) and the mean slope (2,): one
+    per process and configuration, so that the runs of a sweep worker (the
+    basic launcher's process, a joblib worker) share its traced and
+    compiled functions instead of tracing them again for every job."""
+    return _shared_objective(consts, tuple(np.asarray(zeta, "float32").tolist()),
+                             tuple(np.asarray(slope, "float32").tolist()), periodic, jit)
+
+
+@functools.lru_cache(maxsize=16)
+def _shared_objective(consts: FlowConstants, zeta: tuple[float, ...],
+                      slope: tuple[float, float], periodic: bool, jit: bool) -> Objective:
+    return build_objective(consts, tf.constant(zeta, tf.float32),
+                           tf.constant(slope, tf.float32), periodic, jit)
+
+
+def build_objective(consts: FlowConstants, zeta: tf.Tensor, slope: tf.Tensor, periodic: bool,
+                    jit: bool) -> Objective:
+    """A new :class:`Objective` (see :func:`make_objective`), traced afresh."""
 
     def energy_and_gradient(X, thk, usurf, A, C, dx):
         with tf.GradientTape() as tape:
