@@ -334,6 +334,38 @@ def test_the_default_is_the_network_corrected_by_solves(tmp_path) -> None:
     assert flow.objective is None and flow.emulator is None
 
 
+def test_a_window_above_solve_max_cells_runs_the_network_alone(tmp_path, caplog) -> None:
+    """An ice window at the start larger than ``emulator.solve_max_cells``
+    (the correcting solves' memory grows with it) runs the network alone,
+    retrained, with one warning naming the setting; a continued run keeps
+    the choice of its start, whatever its ice window then."""
+    from igm_plugins.processes.iceflow._flow import IceFlow
+
+    state = hef_state(4)
+    small = compose(iceflow.Params, {"emulator": {"solve_max_cells": 1000, "retrain_freq": 1}})
+    flow = IceFlow(small, state, run_context(tmp_path))
+    assert not flow.corrected and flow.objective is None and flow.start_cells > 1000
+    weights = flow.emulator.net.arrays()
+    with caplog.at_level(logging.WARNING, logger="igm"):
+        flow.update(state, initial=True)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"processes.iceflow: the ice window has {flow.start_cells} cells, more than "
+        "emulator.solve_max_cells=1000: no correcting solves, the network runs alone "
+        "(retrained every 1 steps)"]
+    state.it = 1
+    flow.update(state)
+    assert any(np.any(w != weights[name]) for name, w in flow.emulator.net.arrays().items())
+    assert flow.summary() is None
+
+    start = hef_state(4)
+    corrected = IceFlow(iceflow.Params(), start, run_context(tmp_path))
+    assert corrected.corrected
+    corrected.update(start, initial=True)
+    again = IceFlow(small, hef_state(4), run_context(tmp_path))
+    again.load_state_dict(corrected.state_dict())
+    assert again.corrected and again.emulator.corrected and again.objective is not None
+
+
 def test_checkpoint_from_before_the_corrected_emulator_loads(tmp_path) -> None:
     """A checkpoint written before ``emulator.solve_change`` existed (no
     ``solved_inputs``, no ``correction``) continues with a solve at the next

@@ -154,6 +154,8 @@ def test_ice_free_cells_do_not_move_and_defaults_are_provided(tmp_path) -> None:
      r"processes.iceflow.emulator.solve_change must be 0 or more, got -1.0"),
     ("emulator.solve_gtol", 0.0,
      r"processes.iceflow.emulator.solve_gtol must be positive, got 0.0"),
+    ("emulator.solve_max_cells", 0,
+     r"processes.iceflow.emulator.solve_max_cells must be positive, got 0"),
     ("solver.refresh", 0, r"processes.iceflow.solver.refresh must be positive, got 0"),
     ("solver.gtol", 0.0, r"processes.iceflow.solver.gtol must be positive, got 0.0"),
     ("physics.frozen_bed_speed", -1.0,

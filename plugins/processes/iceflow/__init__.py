@@ -134,6 +134,10 @@ class EmulatorParams:
     # retrained every retrain_freq steps. Method emulated only (ignored by the others)
     solve_change: float = 0.05
     solve_gtol: float = 0.05  # scaled residual of those solves (see solver.gtol)
+    # largest ice window (cells: the ice's bounding box at the start plus 2 cells) that
+    # solves correct; a larger one runs the network alone, retrained (the solves hold
+    # about 5 kB per window cell, and cost several times the network's time there)
+    solve_max_cells: int = 250_000
     lr: float = 5e-4  # Adam learning rate of the training
     warmup: int = 100  # training iterations over which the learning rate ramps up from 0
     framesizemax: int = 750  # largest frame side (cells) the network sees at once
@@ -176,6 +180,7 @@ def check_params(p: Params) -> None:
                 ("physics.frozen_bed_speed", p.physics.frozen_bed_speed),
                 ("emulator.lr", p.emulator.lr), ("emulator.solve_gtol", p.emulator.solve_gtol),
                 ("emulator.framesizemax", p.emulator.framesizemax),
+                ("emulator.solve_max_cells", p.emulator.solve_max_cells),
                 ("emulator.train_framesizemax", p.emulator.train_framesizemax))
     for key, value in positive:
         if not value > 0:

@@ -200,6 +200,9 @@ class Emulator:
         self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
         self.window = IceWindow(self.margin, consts.thr_ice_thk, KEY)  # the ice and the reach
+        # solves correct the network (set by the process: emulator.solve_change, and an
+        # ice window small enough) instead of its retraining
+        self.corrected = corrected_by_solves(params)
         self._energy_and_grad = make_objective(consts, zeta, slope, self.periodic,
                                                params.numerics.jit).fg
         self._train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
@@ -312,7 +315,7 @@ class Emulator:
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
-        elif (not initial and not corrected_by_solves(self.p) and e.retrain_freq > 0
+        elif (not initial and not self.corrected and e.retrain_freq > 0
               and it % e.retrain_freq == 0 and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)

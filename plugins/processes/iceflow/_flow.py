@@ -11,7 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from igm_core.errors import ConfigError, PluginRuntimeError
-from igm_plugins._window import IceWindow, crop, uncrop
+from igm_plugins._window import IceWindow, crop, ice_window, uncrop
 from igm_plugins.processes.iceflow import KEY, Params, corrected_by_solves
 from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
@@ -27,6 +27,7 @@ from igm_plugins.processes.iceflow._solver import make_objective, minimise
 
 log = logging.getLogger("igm.processes.iceflow")
 NOSLIP_C = 1e4  # MPa: the Weertman C standing for a no-slip node (frozen at any driving stress)
+SOLVER_MARGIN = 2  # cells around the ice in the solver's window
 
 
 def constants(p: Params) -> FlowConstants:
@@ -60,13 +61,17 @@ class IceFlow:
         self.X = tf.zeros((2, nz, *shape), tf.float32)
         self.objective = None
         self.emulator = None
-        if params.method in ("solved", "diagnostic") or corrected_by_solves(params):
+        self.start_cells = self.window_cells(state)
+        self.corrected = (corrected_by_solves(params)
+                          and self.start_cells <= params.emulator.solve_max_cells)
+        if params.method in ("solved", "diagnostic") or self.corrected:
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             params.numerics.periodic, params.numerics.jit)
         if params.method in ("emulated", "diagnostic"):
             from igm_plugins.processes.iceflow._emulator import Emulator
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
+            self.emulator.corrected = self.corrected
         self.history: list[dict[str, float]] = []
         self.last_report = None  # the last solve's SolveReport
         # solves so far, the unconverged ones and the largest scaled residual
@@ -76,9 +81,20 @@ class IceFlow:
         # solve minus the network's field there (m/yr), added to the network's later fields
         self.solved_inputs: tuple[tf.Tensor, ...] | None = None
         self.correction = tf.zeros_like(self.X)
-        self.window = IceWindow(2, self.consts.thr_ice_thk, KEY)  # the solver's: ice + 2 cells
+        self.window = IceWindow(SOLVER_MARGIN, self.consts.thr_ice_thk, KEY)  # the solver's
         self._finish = tf.function(self._mask_and_derive, reduce_retracing=True,
                                    autograph=False)
+
+    def window_cells(self, state) -> int:
+        """Cells of the solver's window around the ice of ``state`` (its
+        bounding box plus 2 cells, rounded up; the whole grid when periodic;
+        0 without ice)."""
+        ny, nx = state.grid.shape
+        if self.p.numerics.periodic:
+            return ny * nx
+        window = ice_window(np.asarray(state.thk) > self.consts.thr_ice_thk, SOLVER_MARGIN)
+        return 0 if window is None else ((window[0].stop - window[0].start)
+                                         * (window[1].stop - window[1].start))
 
     def _mask_and_derive(self, X, args, ubar, vbar):
         thk, usurf, _, C, dx = args
@@ -174,6 +190,11 @@ class IceFlow:
         method = self.p.method
         self.t = float(state.t)
         ubar = vbar = None
+        if initial and corrected_by_solves(self.p) and not self.corrected:
+            e = self.p.emulator
+            log.warning("%s: the ice window has %d cells, more than emulator.solve_max_cells="
+                        "%d: no correcting solves, the network runs alone (retrained every %d "
+                        "steps)", KEY, self.start_cells, e.solve_max_cells, e.retrain_freq)
         if method == "sia":
             X, ubar, vbar = self.sia(args, state)
         elif method == "solved":
@@ -200,7 +221,7 @@ class IceFlow:
         correction (that solve minus the network's field on its inputs)."""
         e = self.p.emulator
         net = self.emulator.step(args, it, initial)
-        if not corrected_by_solves(self.p):
+        if not self.corrected:
             return net
         X = net + self.correction
         inputs = (args[0], args[2], args[3])  # thk, arrhenius, slidingco
@@ -255,9 +276,11 @@ class IceFlow:
     def state_dict(self) -> dict[str, object]:
         """What a checkpoint keeps: the last velocity stack (the solver's warm
         start), the solver's window, the diagnostic history, the emulator,
-        and with ``emulator.solve_change`` the inputs of the last solve and
-        the correction."""
+        whether solves correct it (decided at the start) and with
+        ``emulator.solve_change`` the inputs of the last solve and the
+        correction."""
         return {"X": self.X, "window": self.window.state_dict(), "history": self.history,
+                "corrected": self.corrected,
                 "convergence": self.convergence, "solved_inputs": self.solved_inputs,
                 "correction": self.correction,
                 "emulator": None if self.emulator is None else self.emulator.state_dict()}
@@ -273,6 +296,14 @@ class IceFlow:
                               f"(the configuration has method '{self.p.method}')")
         self.X = X
         self.window.load_state_dict(saved["window"])
+        # decided at the start of the run, from the ice window then (absent from
+        # checkpoints written before emulator.solve_max_cells existed: as decided here)
+        self.corrected = bool(saved.get("corrected", self.corrected))
+        if self.corrected and self.objective is None:
+            self.objective = make_objective(self.consts, self.zeta, self.slope,
+                                            self.p.numerics.periodic, self.p.numerics.jit)
+        if self.emulator is not None:
+            self.emulator.corrected = self.corrected
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
         # absent from checkpoints written before emulator.solve_change existed: the

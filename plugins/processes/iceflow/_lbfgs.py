@@ -11,7 +11,7 @@ from collections.abc import Callable
 import tensorflow as tf
 
 LINE_SEARCH_HALVINGS = 40  # down to 1e-12 of the first guess: the line search has failed
-MEMORY = 10  # L-BFGS curvature pairs kept
+MEMORY = 5  # L-BFGS curvature pairs kept
 
 
 def _dot(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
