@@ -361,9 +361,15 @@ def test_a_window_above_solve_max_cells_runs_the_network_alone(tmp_path, caplog)
     corrected = IceFlow(iceflow.Params(), start, run_context(tmp_path))
     assert corrected.corrected
     corrected.update(start, initial=True)
-    again = IceFlow(small, hef_state(4), run_context(tmp_path))
+    again_state = hef_state(4)
+    again = IceFlow(small, again_state, run_context(tmp_path))
     again.load_state_dict(corrected.state_dict())
-    assert again.corrected and again.emulator.corrected and again.objective is not None
+    assert again.corrected and again.objective is not None
+    before = again.emulator.net.arrays()
+    again_state.it = 1  # a retraining step of the network alone: the continued run solves
+    again.update(again_state)
+    for name, w in again.emulator.net.arrays().items():
+        np.testing.assert_array_equal(w, before[name])
 
 
 def test_checkpoint_from_before_the_corrected_emulator_loads(tmp_path) -> None:

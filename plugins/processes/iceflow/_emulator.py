@@ -22,7 +22,7 @@ import tensorflow as tf
 from igm_core.compile_cache import cpuinfo
 from igm_core.errors import ConfigError, DataError
 from igm_plugins._window import IceWindow, crop, uncrop
-from igm_plugins.processes.iceflow import KEY, corrected_by_solves
+from igm_plugins.processes.iceflow import KEY
 from igm_plugins.processes.iceflow._physics import FlowConstants, node_gradient
 from igm_plugins.processes.iceflow._solver import make_objective
 
@@ -200,9 +200,6 @@ class Emulator:
         self.warmup = tf.constant(float(max(e.warmup, 1)))
         self.rng = np.random.default_rng(0)
         self.window = IceWindow(self.margin, consts.thr_ice_thk, KEY)  # the ice and the reach
-        # solves correct the network (set by the process: emulator.solve_change, and an
-        # ice window small enough) instead of its retraining
-        self.corrected = corrected_by_solves(params)
         self._energy_and_grad = make_objective(consts, zeta, slope, self.periodic,
                                                params.numerics.jit).fg
         self._train = tf.function(self._train_step, reduce_retracing=True, autograph=False)
@@ -301,9 +298,10 @@ class Emulator:
             rows.append(tf.concat(cols, axis=-1))
         return tf.concat(rows, axis=-2)
 
-    def step(self, args: tuple, it: int, initial: bool) -> tf.Tensor:
-        """Train when due (``nbit_init`` at the start, ``nbit`` every
-        ``retrain_freq`` steps unless solves correct the network), then
+    def step(self, args: tuple, it: int, initial: bool, retrain: bool = True) -> tf.Tensor:
+        """Train when due (``nbit_init`` at the start; ``nbit`` every
+        ``retrain_freq`` steps with ``retrain``, false when solves correct
+        the network), then
         predict: both on the window around the ice (the whole grid on a
         periodic one), zero elsewhere."""
         e = self.p.emulator
@@ -315,7 +313,7 @@ class Emulator:
         if initial and e.nbit_init > 0:
             log.info("iceflow emulator: initial training, energy %.6g",
                      self.train(self._crop(args, window), e.nbit_init))
-        elif (not initial and not self.corrected and e.retrain_freq > 0
+        elif (retrain and not initial and e.retrain_freq > 0
               and it % e.retrain_freq == 0 and e.nbit > 0):
             self.train(self._crop(args, window), e.nbit)
         return self._field(args, window)

@@ -71,7 +71,6 @@ class IceFlow:
             from igm_plugins.processes.iceflow._emulator import Emulator
 
             self.emulator = Emulator(params, self.consts, self.zeta, self.slope, run)
-            self.emulator.corrected = self.corrected
         self.history: list[dict[str, float]] = []
         self.last_report = None  # the last solve's SolveReport
         # solves so far, the unconverged ones and the largest scaled residual
@@ -220,7 +219,7 @@ class IceFlow:
         every other step's is the network's field plus the last solve's
         correction (that solve minus the network's field on its inputs)."""
         e = self.p.emulator
-        net = self.emulator.step(args, it, initial)
+        net = self.emulator.step(args, it, initial, retrain=not self.corrected)
         if not self.corrected:
             return net
         X = net + self.correction
@@ -302,8 +301,6 @@ class IceFlow:
         if self.corrected and self.objective is None:
             self.objective = make_objective(self.consts, self.zeta, self.slope,
                                             self.p.numerics.periodic, self.p.numerics.jit)
-        if self.emulator is not None:
-            self.emulator.corrected = self.corrected
         self.history = list(saved["history"])
         self.convergence = dict(saved["convergence"])
         # absent from checkpoints written before emulator.solve_change existed: the

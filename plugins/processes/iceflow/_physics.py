@@ -235,11 +235,13 @@ def column_strain(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
 
 # -- the energy ----------------------------------------------------------------
 
-def _held(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, slidingco: tf.Tensor,
-          dx: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
-          periodic: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
-    """U, V held at zero off the ice and on frozen beds (see
-    :func:`hold_velocities`), the ice indicator and the sliding nodes."""
+def held_velocities(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
+                    slidingco: tf.Tensor, dx: tf.Tensor, slope: tf.Tensor, c: FlowConstants,
+                    periodic: bool) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """U, V (..., Nz, ny, nx, m/yr) held at zero off the ice and on frozen
+    beds (see :func:`hold_velocities`), the ice indicator and the sliding
+    nodes (..., ny, nx; 1 or 0); shared by the energy and the solver's
+    preconditioner."""
     ice = tf.cast(thk > c.thr_ice_thk, U.dtype)
     slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
     return hold_velocities(U, thk, slides, c), hold_velocities(V, thk, slides, c), ice, slides
@@ -272,7 +274,7 @@ def energy(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor,
     works with a leading batch axis on every field (B, ...).
     """
     n, m = c.n, c.m
-    U, V, ice, slides = _held(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
+    U, V, ice, slides = held_velocities(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     visc = tf.reduce_sum(0.25 * (2.0 * n / (n + 1.0)) * col.B
                          * col.eff2 ** ((n + 1.0) / (2.0 * n)), axis=0)
@@ -295,7 +297,7 @@ def work_of_gravity(U: tf.Tensor, V: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor
     velocity, where the viscous and friction terms have zero gradient (the
     driving stress, the yardstick of the solver's residual), at a fraction
     of the cost of the whole energy's."""
-    U, V, ice, _ = _held(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
+    U, V, ice, _ = held_velocities(U, V, thk, usurf, slidingco, dx, slope, c, periodic)
     Hc, dzc, dsdx, dsdy = _cell_columns(thk, usurf, dx, zeta, slope, c, periodic)
     gravity = _gravity_columns(_layer_mean(U, periodic), _layer_mean(V, periodic), dsdx, dsdy, c)
     return _per_ice_node(tf.reduce_sum(Hc * dzc * gravity, axis=[-3, -2, -1]), ice)

@@ -33,8 +33,7 @@ from igm_plugins.processes.iceflow._physics import (
     FlowConstants,
     _avg4,
     column_strain,
-    hold_velocities,
-    sliding_nodes,
+    held_velocities,
 )
 
 VERTICAL = 1.0 / 18.0
@@ -69,9 +68,8 @@ def column_scales(X: tf.Tensor, thk: tf.Tensor, usurf: tf.Tensor, arrhenius: tf.
     Zero for a basal velocity that cannot slide (frozen, no sliding): the
     variable is held at zero. One where there is no ice."""
     n, m = c.n, c.m
-    ice = tf.cast(thk > c.thr_ice_thk, X.dtype)
-    slides = sliding_nodes(thk, usurf, slidingco, dx, slope, c, periodic)
-    U, V = hold_velocities(X[0], thk, slides, c), hold_velocities(X[1], thk, slides, c)
+    U, V, ice, slides = held_velocities(X[0], X[1], thk, usurf, slidingco, dx, slope, c,
+                                        periodic)
     col = column_strain(U, V, thk, usurf, arrhenius, dx, zeta, slope, c, periodic)
     p = (n + 1.0) / (2.0 * n)
     secant = tf.reduce_sum(0.25 * col.eff2 ** (p - 1.0), axis=0)  # mean over Gauss points
